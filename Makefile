@@ -1,0 +1,40 @@
+# Two commands for a newcomer: `make demo` and `make test`. Both create .venv
+# and install what they need on first use.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint fmt bench bench-compare clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/warden demo
+
+test: $(STAMP)
+	$(BIN)/warden policy test src/warden/examples
+	$(BIN)/python -m pytest -n 2
+
+lint: $(STAMP)
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy --strict src
+
+fmt: $(STAMP)
+	$(BIN)/ruff format src tests benchmarks
+	$(BIN)/ruff check --fix src tests benchmarks
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run.py
+
+bench-compare: $(STAMP)
+	bash benchmarks/compare/setup_agt.sh .venv-agt
+	$(BIN)/python benchmarks/run.py --compare .venv-agt/bin/python
+
+clean:
+	rm -rf $(VENV) .venv-agt .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,0 +1,94 @@
+"""Linear-time pattern matching (RE2) and globs, for text that may be hostile."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Final
+
+import re2
+
+__all__ = ["PatternError", "compile_glob", "compile_regex", "glob_literal_prefix", "is_literal"]
+
+_OPTIONS: Final = re2.Options()
+_OPTIONS.log_errors = False
+_OPTIONS.max_mem = 8 << 20
+
+_GLOB_META: Final = frozenset("*?[")
+
+
+class PatternError(ValueError):
+    """A regex or glob pattern does not compile."""
+
+
+def compile_regex(pattern: str) -> Any:
+    """Compile an RE2 pattern; raise PatternError with RE2's one-line reason."""
+    try:
+        return re2.compile(pattern, _OPTIONS)
+    except re2.error as exc:
+        msg = exc.args[0] if exc.args else "invalid pattern"
+        if isinstance(msg, bytes):
+            msg = msg.decode("utf-8", "replace")
+        raise PatternError(str(msg)) from None
+
+
+def is_literal(glob: str) -> bool:
+    """True when ``glob`` has no wildcard and so matches only itself."""
+    return not any(c in _GLOB_META for c in glob)
+
+
+def glob_literal_prefix(glob: str) -> str:
+    """The part of ``glob`` before its first wildcard."""
+    for i, c in enumerate(glob):
+        if c in _GLOB_META:
+            return glob[:i]
+    return glob
+
+
+def _translate(glob: str) -> str:
+    out: list[str] = []
+    i, n = 0, len(glob)
+    while i < n:
+        c = glob[i]
+        i += 1
+        if c == "*":
+            while i < n and glob[i] == "*":
+                i += 1
+            out.append("(?s:.*)")
+        elif c == "?":
+            out.append("(?s:.)")
+        elif c == "[":
+            j = i
+            if j < n and glob[j] in "!^":
+                j += 1
+            if j < n and glob[j] == "]":
+                j += 1
+            while j < n and glob[j] != "]":
+                j += 1
+            if j >= n:
+                out.append(re2.escape("["))
+                continue
+            body = glob[i:j]
+            i = j + 1
+            negate = body[:1] in ("!", "^")
+            if negate:
+                body = body[1:]
+            parts = []
+            for k, ch in enumerate(body):
+                if ch == "-" and 0 < k < len(body) - 1:
+                    parts.append("-")
+                else:
+                    parts.append(ch if ch.isalnum() or ord(ch) > 127 else "\\" + ch)
+            out.append("[" + ("^" if negate else "") + "".join(parts) + "]")
+        else:
+            out.append(re2.escape(c))
+    return "".join(out)
+
+
+@functools.lru_cache(maxsize=1024)
+def compile_glob(glob: str) -> Any:
+    """Compile a shell-style glob (``*``, ``?``, ``[seq]``, ``[!seq]``) to an anchored RE2.
+
+    ``*`` matches any run of characters, dots and slashes included; matching is
+    case-sensitive and over the whole string.
+    """
+    return compile_regex("^" + _translate(glob) + "$")

@@ -1,0 +1,50 @@
+"""The `warden` command. Each subcommand group lives in its own module.
+
+Conventions: user mistakes print one line `warden: error: ...` on stderr and
+exit 1 (usage errors exit 2, as click does); no traceback reaches a user for
+a mistake of theirs.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from warden import __version__
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except KeyboardInterrupt:
+            click.echo("warden: interrupted", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="warden")
+def cli() -> None:
+    """warden: deny-by-default governance for AI agent actions."""
+
+
+def _register() -> None:
+    from warden.cli.approvals import approvals
+    from warden.cli.demo import demo
+    from warden.cli.policy import policy
+
+    cli.add_command(policy)
+    cli.add_command(approvals)
+    cli.add_command(demo)
+
+
+_register()
+
+
+def main() -> None:
+    """Entry point of the `warden` script."""
+    cli(prog_name="warden")

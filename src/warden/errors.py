@@ -1,0 +1,98 @@
+"""Exceptions raised by warden.
+
+Every exception warden raises on purpose derives from one root::
+
+    WardenError
+    ├── ConfigurationError        a Governor or store was set up wrongly
+    ├── InvalidActionError        an Action (or its JSON form) is malformed
+    ├── PolicyError               a policy document did not load (carries diagnostics)
+    ├── ActionBlocked             an action did not go ahead (carries the Decision)
+    │   ├── ActionDenied          the decision was deny
+    │   └── ApprovalRequired      the decision was require_approval
+    └── ApprovalError             an approval operation was refused
+        ├── ApprovalNotFound
+        ├── SelfApprovalError
+        └── ApprovalStateError    expired, already decided, consumed
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from warden.action import Decision
+    from warden.policy._diagnostics import Diagnostic
+
+__all__ = [
+    "ActionBlocked",
+    "ActionDenied",
+    "ApprovalError",
+    "ApprovalNotFound",
+    "ApprovalRequired",
+    "ApprovalStateError",
+    "ConfigurationError",
+    "InvalidActionError",
+    "PolicyError",
+    "SelfApprovalError",
+    "WardenError",
+]
+
+
+class WardenError(Exception):
+    """Root of every exception warden raises deliberately."""
+
+
+class ConfigurationError(WardenError):
+    """A Governor, store or command was configured in a way that cannot work."""
+
+
+class InvalidActionError(WardenError, ValueError):
+    """An Action, or the JSON it was read from, is malformed."""
+
+
+class PolicyError(WardenError):
+    """A policy document failed to load; ``diagnostics`` holds every error found."""
+
+    def __init__(self, diagnostics: Sequence[Diagnostic]) -> None:
+        self.diagnostics: tuple[Diagnostic, ...] = tuple(diagnostics)
+        first = self.diagnostics[0].render() if self.diagnostics else "policy did not load"
+        more = len(self.diagnostics) - 1
+        super().__init__(first + (f" (and {more} more)" if more > 0 else ""))
+
+
+class ActionBlocked(WardenError):
+    """An action was not allowed to run; ``decision`` says why."""
+
+    def __init__(self, decision: Decision) -> None:
+        self.decision = decision
+        reasons = "; ".join(decision.reasons) or decision.effect.value
+        super().__init__(f"{decision.effect.value}: {reasons}")
+
+
+class ActionDenied(ActionBlocked):
+    """The policy denied the action."""
+
+
+class ApprovalRequired(ActionBlocked):
+    """The action needs a human approval first; ``approval_id`` names the pending request."""
+
+    @property
+    def approval_id(self) -> str | None:
+        return self.decision.approval_id
+
+
+class ApprovalError(WardenError):
+    """An approval operation was refused."""
+
+
+class ApprovalNotFound(ApprovalError):
+    """No approval request has that id."""
+
+
+class SelfApprovalError(ApprovalError):
+    """The agent that asked for an action tried to approve it."""
+
+
+class ApprovalStateError(ApprovalError):
+    """The request is not in a state that allows the operation (expired, decided, used)."""

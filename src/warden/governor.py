@@ -1,0 +1,398 @@
+"""The interception path: every governed action goes through ``Governor.check``.
+
+Order of the path (DESIGN.md): policy (compiled, indexed rules), then the
+approval gate for ``require_approval``, then the decision sinks (the decision
+log). Fail closed throughout: an exception anywhere on the path, a store that
+cannot be reached or a sink that cannot record becomes a deny with a reason;
+only WardenError subclasses ever reach the caller.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextvars
+import functools
+import inspect
+import os
+import threading
+import time
+import warnings
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from time import perf_counter_ns
+from typing import Any, ParamSpec, Protocol, TypeVar, overload
+
+from warden.action import Action, Decision, Effect
+from warden.approvals import DEFAULT_TTL, ApprovalStore, action_digest
+from warden.errors import ActionDenied, ApprovalRequired, ConfigurationError, WardenError
+from warden.policy import Policy, load_policy
+from warden.policy.evaluate import evaluate
+
+__all__ = ["DecisionLog", "DecisionSink", "Governor", "Session"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class DecisionSink(Protocol):
+    """Receives every decision; raising makes the decision a deny (nothing unrecorded runs)."""
+
+    def record(self, action: Action, decision: Decision) -> None: ...
+
+
+class DecisionLog:
+    """An in-memory, bounded list of the latest decisions (for demos and tests).
+
+    Not tamper-evident and not durable: use the audit log for evidence.
+    """
+
+    def __init__(self, maxlen: int = 10_000) -> None:
+        self.entries: collections.deque[tuple[float, Action, Decision]] = collections.deque(
+            maxlen=maxlen
+        )
+
+    def record(self, action: Action, decision: Decision) -> None:
+        self.entries.append((time.time(), action, decision))
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """Who is acting and in which session, for calls made inside ``with gov.session(...)``."""
+
+    id: str | None
+    agent: Mapping[str, Any] = field(default_factory=dict)
+    context: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Governor:
+    """Checks actions against a policy before they run.
+
+    >>> gov = Governor.from_policy("policy.yaml")          # doctest: +SKIP
+    >>> gov.check(Action(tool="db.drop_table")).effect     # doctest: +SKIP
+    <Effect.DENY: 'deny'>
+    """
+
+    def __init__(
+        self,
+        policy: Policy | None,
+        *,
+        allow_unconfigured: bool = False,
+        agent: Mapping[str, Any] | None = None,
+        approvals: ApprovalStore | None = None,
+        home: str | os.PathLike[str] | None = None,
+        approval_ttl: float = DEFAULT_TTL,
+        sinks: Sequence[DecisionSink] = (),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if policy is None and not allow_unconfigured:
+            raise ConfigurationError(
+                "a Governor needs a policy; pass allow_unconfigured=True to run without one "
+                "(every action is then allowed)"
+            )
+        if policy is not None and not isinstance(policy, Policy):
+            raise ConfigurationError(
+                f"policy must be a warden.policy.Policy, not {type(policy).__name__}; "
+                "use Governor.from_policy(path)"
+            )
+        if policy is None:
+            warnings.warn(
+                "warden Governor running WITHOUT a policy: every action is allowed",
+                stacklevel=2,
+            )
+        self._policy = policy
+        self._default_session = Session(None, dict(agent or {}), {})
+        self._current: contextvars.ContextVar[Session | None] = contextvars.ContextVar(
+            "warden_session", default=None
+        )
+        self._approvals = approvals
+        self._approvals_lock = threading.Lock()
+        self._home = Path(home if home is not None else os.environ.get("WARDEN_HOME", ".warden"))
+        self._approval_ttl = approval_ttl
+        self._clock = clock
+        self.sinks: list[DecisionSink] = list(sinks)
+
+    @classmethod
+    def from_policy(cls, policy: str | os.PathLike[str] | Policy, **kwargs: Any) -> Governor:
+        """A Governor for a policy file (or an already loaded Policy); PolicyError if it fails."""
+        loaded = policy if isinstance(policy, Policy) else load_policy(policy)
+        return cls(loaded, **kwargs)
+
+    @property
+    def policy(self) -> Policy | None:
+        return self._policy
+
+    def reload(self, policy: str | os.PathLike[str] | Policy) -> None:
+        """Swap in a new policy atomically; on a PolicyError the old one stays."""
+        self._policy = policy if isinstance(policy, Policy) else load_policy(policy)
+
+    @property
+    def approvals(self) -> ApprovalStore:
+        """The approval store (a SQLite file under ``home`` unless one was given)."""
+        if self._approvals is None:
+            with self._approvals_lock:
+                if self._approvals is None:
+                    self._approvals = ApprovalStore(
+                        self._home / "approvals.db", ttl=self._approval_ttl, clock=self._clock
+                    )
+        return self._approvals
+
+    # --- the decision path ----------------------------------------------------------------
+
+    def check(self, action: Action) -> Decision:
+        """Decide one action. Never raises for the action's content; errors are denies."""
+        started = perf_counter_ns()
+        try:
+            policy = self._policy
+            if policy is None:
+                decision = Decision(
+                    Effect.ALLOW,
+                    reasons=("no policy loaded (allow_unconfigured=True)",),
+                    elapsed_ns=perf_counter_ns() - started,
+                )
+            else:
+                decision = evaluate(policy, action, started)
+                if decision.effect is Effect.REQUIRE_APPROVAL:
+                    decision = self._approval_gate(action, decision, started)
+        except Exception as exc:  # noqa: BLE001 - fail closed on anything unexpected
+            decision = _internal_deny(exc, started, self._policy)
+        for sink in self.sinks:
+            try:
+                sink.record(action, decision)
+            except Exception as exc:  # noqa: BLE001 - an unrecorded action must not run
+                decision = Decision(
+                    Effect.DENY,
+                    decision.rules,
+                    (*decision.reasons, f"the decision could not be recorded ({exc})"),
+                    decision.errors,
+                    policy_hash=decision.policy_hash,
+                    elapsed_ns=perf_counter_ns() - started,
+                )
+                break
+        return decision
+
+    def _approval_gate(self, action: Action, decision: Decision, started: int) -> Decision:
+        def answer(effect: Effect, reason: str, approval_id: str | None) -> Decision:
+            return Decision(
+                effect,
+                decision.rules,
+                (*decision.reasons, reason),
+                decision.errors,
+                policy_hash=decision.policy_hash,
+                elapsed_ns=perf_counter_ns() - started,
+                approval_id=approval_id,
+            )
+
+        try:
+            digest = action_digest(action)
+        except ValueError as exc:
+            return answer(Effect.DENY, f"no approval can be bound to this action: {exc}", None)
+        try:
+            result, req = self.approvals.gate(
+                action,
+                digest,
+                decision.rules,
+                (*decision.reasons, *decision.errors),
+                decision.policy_hash,
+            )
+        except (WardenError, OSError, Exception) as exc:  # noqa: BLE001 - store down: deny
+            return answer(Effect.DENY, f"approval store unavailable: {exc}", None)
+        if result == "approved":
+            return answer(Effect.ALLOW, f"approved by `{req.decided_by}` ({req.id})", req.id)
+        if result == "denied":
+            note = f": {req.note}" if req.note else ""
+            return answer(
+                Effect.DENY, f"approval {req.id} denied by `{req.decided_by}`{note}", req.id
+            )
+        if result == "expired":
+            return answer(Effect.DENY, f"approval {req.id} expired", req.id)
+        return answer(Effect.REQUIRE_APPROVAL, f"waiting for approval {req.id}", req.id)
+
+    # --- sessions and wrapped calls ---------------------------------------------------------
+
+    @contextmanager
+    def session(
+        self,
+        session_id: str,
+        *,
+        agent: Mapping[str, Any] | None = None,
+        context: Mapping[str, Any] | None = None,
+    ) -> Iterator[Session]:
+        """Make governed calls inside the block belong to ``session_id`` and ``agent``."""
+        base = self._default_session
+        sess = Session(
+            session_id,
+            dict(agent) if agent is not None else base.agent,
+            dict(context or {}),
+        )
+        token = self._current.set(sess)
+        try:
+            yield sess
+        finally:
+            self._current.reset(token)
+
+    def current_session(self) -> Session:
+        return self._current.get() or self._default_session
+
+    def action_for(self, tool: str, args: Mapping[str, Any], kind: str = "tool_call") -> Action:
+        """The Action a governed call of ``tool`` with ``args`` makes in the current session."""
+        sess = self.current_session()
+        return Action(
+            tool=tool,
+            args=args,
+            agent=sess.agent,
+            session=sess.id,
+            kind=kind,
+            context=sess.context,
+        )
+
+    def run(self, action: Action, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> R:
+        """Check ``action``; call ``fn(*args, **kwargs)`` only when it is allowed."""
+        _raise_unless_allowed(self.check(action))
+        return fn(*args, **kwargs)
+
+    async def arun(
+        self, action: Action, fn: Callable[..., Awaitable[R]], /, *args: Any, **kwargs: Any
+    ) -> R:
+        """The asyncio form of :meth:`run`."""
+        _raise_unless_allowed(self.check(action))
+        return await fn(*args, **kwargs)
+
+    @overload
+    def tool(self, fn: Callable[P, R], /) -> Callable[P, R]: ...
+
+    @overload
+    def tool(
+        self,
+        name: str | None = None,
+        /,
+        *,
+        kind: str = "tool_call",
+        approval_wait: float | None = None,
+    ) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+
+    def tool(
+        self,
+        name: str | Callable[P, R] | None = None,
+        /,
+        *,
+        kind: str = "tool_call",
+        approval_wait: float | None = None,
+    ) -> Any:
+        """Decorator: govern every call of the function as tool ``name``.
+
+        Denied calls raise ActionDenied; calls needing approval raise
+        ApprovalRequired, or first wait up to ``approval_wait`` seconds for a
+        human to decide.
+        """
+        if callable(name):
+            return self.wrap(name, tool=name.__name__, kind=kind, approval_wait=approval_wait)
+
+        def deco(fn: Callable[P, R]) -> Callable[P, R]:
+            return self.wrap(fn, tool=name or fn.__name__, kind=kind, approval_wait=approval_wait)
+
+        return deco
+
+    def wrap(
+        self,
+        fn: Callable[P, R],
+        *,
+        tool: str,
+        kind: str = "tool_call",
+        approval_wait: float | None = None,
+    ) -> Callable[P, R]:
+        """Return ``fn`` governed as ``tool``: sync and async callables both work."""
+        Action(tool=tool, kind=kind)  # validates name and kind now, not at the first call
+        to_args = _arguments_of(fn)
+
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def governed_async(*args: Any, **kwargs: Any) -> Any:
+                action = self.action_for(tool, to_args(args, kwargs), kind)
+                decision = self.check(action)
+                if (
+                    decision.effect is Effect.REQUIRE_APPROVAL
+                    and approval_wait
+                    and (decision.approval_id)
+                ):
+                    await self.approvals.wait_async(decision.approval_id, approval_wait)
+                    decision = self.check(action)
+                _raise_unless_allowed(decision)
+                return await fn(*args, **kwargs)
+
+            return governed_async  # type: ignore[return-value]  # same signature, async
+
+        @functools.wraps(fn)
+        def governed(*args: P.args, **kwargs: P.kwargs) -> R:
+            action = self.action_for(tool, to_args(args, kwargs), kind)
+            decision = self.check(action)
+            if (
+                decision.effect is Effect.REQUIRE_APPROVAL
+                and approval_wait
+                and (decision.approval_id)
+            ):
+                self.approvals.wait(decision.approval_id, approval_wait)
+                decision = self.check(action)
+            _raise_unless_allowed(decision)
+            return fn(*args, **kwargs)
+
+        return governed
+
+
+def _raise_unless_allowed(decision: Decision) -> None:
+    if decision.effect is Effect.ALLOW:
+        return
+    if decision.effect is Effect.REQUIRE_APPROVAL:
+        raise ApprovalRequired(decision)
+    raise ActionDenied(decision)
+
+
+def _internal_deny(exc: BaseException, started: int, policy: Policy | None) -> Decision:
+    return Decision(
+        Effect.DENY,
+        (),
+        (f"internal error on the decision path ({type(exc).__name__}): denied",),
+        (f"{type(exc).__name__}: {exc}",),
+        policy_hash=policy.hash if policy is not None else "",
+        elapsed_ns=perf_counter_ns() - started,
+    )
+
+
+def _arguments_of(
+    fn: Callable[..., Any],
+) -> Callable[[tuple[Any, ...], dict[str, Any]], dict[str, Any]]:
+    """A function mapping a call's (args, kwargs) to the named arguments policies see."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        sig = None
+    if sig is None:
+
+        def raw(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+            return {"args": list(args), **kwargs} if args else dict(kwargs)
+
+        return raw
+    params = list(sig.parameters.values())
+    skip = params[0].name if params and params[0].name in ("self", "cls") else None
+    var_pos = next((p.name for p in params if p.kind is p.VAR_POSITIONAL), None)
+    var_kw = next((p.name for p in params if p.kind is p.VAR_KEYWORD), None)
+
+    def named(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        bound = sig.bind(*args, **kwargs)  # a wrong call raises TypeError, as the bare call would
+        bound.apply_defaults()
+        out: dict[str, Any] = {}
+        for key, value in bound.arguments.items():
+            if key == skip:
+                continue
+            if key == var_kw:
+                for k, v in value.items():
+                    out.setdefault(k, v)
+            elif key == var_pos:
+                out[key] = list(value)
+            else:
+                out[key] = value
+        return out
+
+    return named
