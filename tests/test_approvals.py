@@ -183,9 +183,10 @@ def test_decided_requests_cannot_be_decided_again(gov: Governor) -> None:
 
 
 def test_non_json_arguments_cannot_be_approved(gov: Governor) -> None:
+    # NaN cannot be ordered, so the approval rule matches (fail closed); NaN is not JSON
     d = gov.check(refund(float("nan")))
-    # nan > 100 is false: the plain allow rule applies, no approval needed
-    assert d.effect is Effect.ALLOW
+    assert d.effect is Effect.DENY
+    assert "no approval can be bound" in d.reasons[-1]
     d = gov.check(Action(tool="pay.refund", args={"amount": 500, "blob": b"\x00"}, agent=AGENT))
     assert d.effect is Effect.DENY
     assert "no approval can be bound" in d.reasons[-1]

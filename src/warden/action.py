@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any, Final
+
+import msgspec
 
 from warden.errors import InvalidActionError
 
@@ -24,8 +25,7 @@ class Effect(enum.StrEnum):
     REQUIRE_APPROVAL = "require_approval"
 
 
-@dataclass(frozen=True, slots=True)
-class Action:
+class Action(msgspec.Struct, frozen=True):
     """One thing an agent asks to do.
 
     ``agent`` holds what the host application asserts about the agent: ``id``
@@ -35,11 +35,11 @@ class Action:
     """
 
     tool: str
-    args: Mapping[str, Any] = field(default_factory=dict)
-    agent: Mapping[str, Any] = field(default_factory=dict)
+    args: Mapping[str, Any] = msgspec.field(default_factory=dict)
+    agent: Mapping[str, Any] = msgspec.field(default_factory=dict)
     session: str | None = None
     kind: str = "tool_call"
-    context: Mapping[str, Any] = field(default_factory=dict)
+    context: Mapping[str, Any] = msgspec.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if type(self.tool) is not str or not self.tool:
@@ -93,14 +93,16 @@ class Action:
 _FIELDS: Final = frozenset({"tool", "args", "agent", "session", "kind", "context"})
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """The answer to an Action; a value, safe to log and compare.
+class Decision(msgspec.Struct, frozen=True, gc=False):
+    """The answer to an Action; an immutable value, safe to log and compare.
 
     ``rules`` lists, in document order, every matching rule whose effect is the
     winning one (empty when the policy default decided). ``errors`` lists the
     evaluation errors met on the way; an error never turns into an allow.
-    ``elapsed_ns`` is the wall time the Governor spent deciding.
+    ``elapsed_ns`` is the wall time the Governor spent deciding. ``id`` is a
+    random 32-hex name the Governor gives each decision (the audit log and
+    outcomes refer to it); decisions made by ``warden.policy.evaluate`` alone
+    have none.
     """
 
     effect: Effect
@@ -111,6 +113,7 @@ class Decision:
     policy_hash: str = ""
     elapsed_ns: int = 0
     approval_id: str | None = None
+    id: str = ""
 
     @property
     def allowed(self) -> bool:
@@ -126,5 +129,7 @@ class Decision:
         }
         if self.approval_id is not None:
             out["approval_id"] = self.approval_id
+        if self.id:
+            out["id"] = self.id
         out["policy_hash"] = self.policy_hash
         return out

@@ -9,10 +9,16 @@ Every exception warden raises on purpose derives from one root::
     ├── ActionBlocked             an action did not go ahead (carries the Decision)
     │   ├── ActionDenied          the decision was deny
     │   └── ApprovalRequired      the decision was require_approval
-    └── ApprovalError             an approval operation was refused
-        ├── ApprovalNotFound
-        ├── SelfApprovalError
-        └── ApprovalStateError    expired, already decided, consumed
+    ├── ApprovalError             an approval operation was refused
+    │   ├── ApprovalNotFound
+    │   ├── SelfApprovalError
+    │   └── ApprovalStateError    expired, already decided, consumed
+    ├── AuditError                the audit log cannot accept or serve records
+    └── VerificationError         a proof, signature or log failed verification
+        ├── InclusionProofError
+        ├── ConsistencyProofError
+        ├── CheckpointError       bad format, wrong origin, bad signature
+        └── LogIntegrityError     a stored record, batch or sequence is wrong
 """
 
 from __future__ import annotations
@@ -31,10 +37,16 @@ __all__ = [
     "ApprovalNotFound",
     "ApprovalRequired",
     "ApprovalStateError",
+    "AuditError",
+    "CheckpointError",
     "ConfigurationError",
+    "ConsistencyProofError",
+    "InclusionProofError",
     "InvalidActionError",
+    "LogIntegrityError",
     "PolicyError",
     "SelfApprovalError",
+    "VerificationError",
     "WardenError",
 ]
 
@@ -96,3 +108,45 @@ class SelfApprovalError(ApprovalError):
 
 class ApprovalStateError(ApprovalError):
     """The request is not in a state that allows the operation (expired, decided, used)."""
+
+
+class AuditError(WardenError):
+    """The audit log cannot accept or serve records (closed, full, store failure)."""
+
+
+class VerificationError(WardenError):
+    """A verifier found something wrong; ``expected`` and ``found`` say what.
+
+    Verifiers return None on success and raise a subclass of this on failure;
+    any other exception escaping a verifier is a bug.
+    """
+
+    def __init__(self, message: str, *, expected: object = None, found: object = None) -> None:
+        self.expected = expected
+        self.found = found
+        super().__init__(message)
+
+
+class InclusionProofError(VerificationError):
+    """An inclusion proof does not lead to the expected root."""
+
+
+class ConsistencyProofError(VerificationError):
+    """A consistency proof does not show the new tree extends the old one."""
+
+
+class CheckpointError(VerificationError):
+    """A checkpoint is malformed, from another log, or not signed by the expected key."""
+
+
+class LogIntegrityError(VerificationError):
+    """A stored record, batch or sequence number does not match what the log committed to.
+
+    ``index`` names the first bad entry (or -1 when the problem is not one entry).
+    """
+
+    def __init__(
+        self, message: str, *, index: int = -1, expected: object = None, found: object = None
+    ) -> None:
+        self.index = index
+        super().__init__(message, expected=expected, found=found)

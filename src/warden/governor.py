@@ -10,6 +10,7 @@ only WardenError subclasses ever reach the caller.
 from __future__ import annotations
 
 import collections
+import contextlib
 import contextvars
 import functools
 import inspect
@@ -26,6 +27,7 @@ from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
 from warden.action import Action, Decision, Effect
 from warden.approvals import DEFAULT_TTL, ApprovalStore, action_digest
+from warden.audit import AuditLog
 from warden.errors import ActionDenied, ApprovalRequired, ConfigurationError, WardenError
 from warden.policy import Policy, load_policy
 from warden.policy.evaluate import evaluate
@@ -84,6 +86,7 @@ class Governor:
         home: str | os.PathLike[str] | None = None,
         approval_ttl: float = DEFAULT_TTL,
         sinks: Sequence[DecisionSink] = (),
+        audit: AuditLog | bool = True,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if policy is None and not allow_unconfigured:
@@ -112,6 +115,15 @@ class Governor:
         self._approval_ttl = approval_ttl
         self._clock = clock
         self.sinks: list[DecisionSink] = list(sinks)
+        self.audit: AuditLog | None
+        if audit is True:
+            self.audit = AuditLog(self._home / "audit.db", clock=clock)
+        elif audit is False:
+            self.audit = None
+        elif isinstance(audit, AuditLog):
+            self.audit = audit
+        else:
+            raise ConfigurationError("audit must be True, False or an AuditLog")
 
     @classmethod
     def from_policy(cls, policy: str | os.PathLike[str] | Policy, **kwargs: Any) -> Governor:
@@ -143,6 +155,7 @@ class Governor:
     def check(self, action: Action) -> Decision:
         """Decide one action. Never raises for the action's content; errors are denies."""
         started = perf_counter_ns()
+        decision_id = _new_id()
         try:
             policy = self._policy
             if policy is None:
@@ -150,14 +163,15 @@ class Governor:
                     Effect.ALLOW,
                     reasons=("no policy loaded (allow_unconfigured=True)",),
                     elapsed_ns=perf_counter_ns() - started,
+                    id=decision_id,
                 )
             else:
-                decision = evaluate(policy, action, started)
+                decision = evaluate(policy, action, started, decision_id)
                 if decision.effect is Effect.REQUIRE_APPROVAL:
                     decision = self._approval_gate(action, decision, started)
         except Exception as exc:  # noqa: BLE001 - fail closed on anything unexpected
-            decision = _internal_deny(exc, started, self._policy)
-        for sink in self.sinks:
+            decision = _internal_deny(exc, started, self._policy, decision_id)
+        for sink in self._sinks_now():
             try:
                 sink.record(action, decision)
             except Exception as exc:  # noqa: BLE001 - an unrecorded action must not run
@@ -168,9 +182,76 @@ class Governor:
                     decision.errors,
                     policy_hash=decision.policy_hash,
                     elapsed_ns=perf_counter_ns() - started,
+                    id=decision_id,
                 )
                 break
         return decision
+
+    def _sinks_now(self) -> list[DecisionSink]:
+        return [self.audit, *self.sinks] if self.audit is not None else self.sinks
+
+    def record_outcome(
+        self,
+        action: Action,
+        decision: Decision,
+        status: str,
+        duration_ns: int,
+        result: Any = None,
+        error: BaseException | None = None,
+    ) -> None:
+        """Record what happened to an action (the wrappers call this); never raises.
+
+        A failure to record is not raised here: the action already happened. A
+        broken log makes the next decision a deny instead.
+        """
+        if self.audit is None:
+            return
+        with contextlib.suppress(Exception):  # see the docstring
+            self.audit.record_outcome(action, decision, status, duration_ns, result, error)
+
+    def _call(
+        self,
+        action: Action,
+        decision: Decision,
+        fn: Callable[..., R],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> R:
+        if decision.effect is not Effect.ALLOW:
+            self.record_outcome(action, decision, "denied", 0)
+            _raise_unless_allowed(decision)
+        start = perf_counter_ns()
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            self.record_outcome(
+                action, decision, _status_of(exc), perf_counter_ns() - start, error=exc
+            )
+            raise
+        self.record_outcome(action, decision, "ok", perf_counter_ns() - start, result)
+        return result
+
+    async def _acall(
+        self,
+        action: Action,
+        decision: Decision,
+        fn: Callable[..., Awaitable[R]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> R:
+        if decision.effect is not Effect.ALLOW:
+            self.record_outcome(action, decision, "denied", 0)
+            _raise_unless_allowed(decision)
+        start = perf_counter_ns()
+        try:
+            result = await fn(*args, **kwargs)
+        except BaseException as exc:
+            self.record_outcome(
+                action, decision, _status_of(exc), perf_counter_ns() - start, error=exc
+            )
+            raise
+        self.record_outcome(action, decision, "ok", perf_counter_ns() - start, result)
+        return result
 
     def _approval_gate(self, action: Action, decision: Decision, started: int) -> Decision:
         def answer(effect: Effect, reason: str, approval_id: str | None) -> Decision:
@@ -182,6 +263,7 @@ class Governor:
                 policy_hash=decision.policy_hash,
                 elapsed_ns=perf_counter_ns() - started,
                 approval_id=approval_id,
+                id=decision.id,
             )
 
         try:
@@ -249,15 +331,13 @@ class Governor:
 
     def run(self, action: Action, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> R:
         """Check ``action``; call ``fn(*args, **kwargs)`` only when it is allowed."""
-        _raise_unless_allowed(self.check(action))
-        return fn(*args, **kwargs)
+        return self._call(action, self.check(action), fn, args, kwargs)
 
     async def arun(
         self, action: Action, fn: Callable[..., Awaitable[R]], /, *args: Any, **kwargs: Any
     ) -> R:
         """The asyncio form of :meth:`run`."""
-        _raise_unless_allowed(self.check(action))
-        return await fn(*args, **kwargs)
+        return await self._acall(action, self.check(action), fn, args, kwargs)
 
     @overload
     def tool(self, fn: Callable[P, R], /) -> Callable[P, R]: ...
@@ -319,8 +399,7 @@ class Governor:
                 ):
                     await self.approvals.wait_async(decision.approval_id, approval_wait)
                     decision = self.check(action)
-                _raise_unless_allowed(decision)
-                return await fn(*args, **kwargs)
+                return await self._acall(action, decision, fn, args, kwargs)
 
             return governed_async  # type: ignore[return-value]  # same signature, async
 
@@ -335,8 +414,7 @@ class Governor:
             ):
                 self.approvals.wait(decision.approval_id, approval_wait)
                 decision = self.check(action)
-            _raise_unless_allowed(decision)
-            return fn(*args, **kwargs)
+            return self._call(action, decision, fn, args, kwargs)
 
         return governed
 
@@ -349,7 +427,9 @@ def _raise_unless_allowed(decision: Decision) -> None:
     raise ActionDenied(decision)
 
 
-def _internal_deny(exc: BaseException, started: int, policy: Policy | None) -> Decision:
+def _internal_deny(
+    exc: BaseException, started: int, policy: Policy | None, decision_id: str
+) -> Decision:
     return Decision(
         Effect.DENY,
         (),
@@ -357,7 +437,21 @@ def _internal_deny(exc: BaseException, started: int, policy: Policy | None) -> D
         (f"{type(exc).__name__}: {exc}",),
         policy_hash=policy.hash if policy is not None else "",
         elapsed_ns=perf_counter_ns() - started,
+        id=decision_id,
     )
+
+
+def _new_id() -> str:
+    return os.urandom(16).hex()
+
+
+def _status_of(exc: BaseException) -> str:
+    """The outcome status for an exception that ended a governed call."""
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, Exception):
+        return "error"
+    return "killed"  # cancelled, interrupted or exiting: the call did not finish
 
 
 def _arguments_of(
@@ -394,5 +488,26 @@ def _arguments_of(
             else:
                 out[key] = value
         return out
+
+    simple = skip is None and all(p.kind is p.POSITIONAL_OR_KEYWORD for p in params)
+    if simple:
+        # The common case, about 10x cheaper than Signature.bind: plain parameters only.
+        names = tuple(p.name for p in params)
+        known = frozenset(names)
+        defaults = {p.name: p.default for p in params if p.default is not p.empty}
+
+        def fast(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+            if len(args) <= len(names) and known.issuperset(kwargs):
+                out = dict(zip(names, args, strict=False))
+                if not kwargs or out.keys().isdisjoint(kwargs):
+                    out.update(kwargs)
+                    if len(out) == len(names):
+                        return out
+                    missing = [n for n in names if n not in out and n not in defaults]
+                    if not missing:
+                        return {n: out[n] if n in out else defaults[n] for n in names}
+            return named(args, kwargs)  # raises the TypeError a bad call deserves
+
+        return fast
 
     return named

@@ -20,6 +20,9 @@ except AttributeError:  # pragma: no cover - PyYAML built without libyaml
     _Loader = yaml.SafeLoader
 
 MAX_NODES: Final = 1_000_000
+_STR_TAG: Final = "tag:yaml.org,2002:str"
+_MAP_TAG: Final = "tag:yaml.org,2002:map"
+_SEQ_TAG: Final = "tag:yaml.org,2002:seq"
 MAX_DEPTH: Final = 64
 
 
@@ -34,6 +37,9 @@ class YNode:
     items: dict[str, tuple[YNode, YNode]] = field(default_factory=dict)
     seq: list[YNode] = field(default_factory=list)
     style: str | None = None
+    end_line: int = 0
+    span: int = 0
+    raw: str | None = None  # source text of a one-line quoted scalar with escapes
 
     def plain(self) -> Any:
         """The value as plain Python data (locations dropped)."""
@@ -45,9 +51,11 @@ class YNode:
 
 
 class _Walker:
-    def __init__(self, filename: str, loader: Any) -> None:
+    def __init__(self, filename: str, loader: Any, text: str = "") -> None:
         self.filename = filename
         self.loader = loader
+        self.text = text
+        self.implicit: dict[str, str] = {}  # plain scalar text -> the tag YAML gives it
         self.count = 0
         self.errors: list[Diagnostic] = []
         self.active: set[int] = set()
@@ -74,6 +82,8 @@ class _Walker:
             raise _TooLarge(
                 Diagnostic(self.filename, line, col, "policy_parse_error", "recursive alias")
             )
+        if not self.untagged(node):
+            self.error(node, "policy_parse_error", f"YAML tags (`{node.tag}`) are not supported")
         if isinstance(node, yaml.MappingNode):
             self.active.add(id(node))
             out = YNode("map", line, col)
@@ -108,6 +118,17 @@ class _Walker:
             out = YNode("seq", line, col, seq=[self.walk(n, depth + 1) for n in node.value])
             self.active.discard(id(node))
             return out
+        style = getattr(node, "style", None)
+        end_line, span = node.end_mark.line + 1, node.end_mark.index - node.start_mark.index
+        if node.tag == _STR_TAG or not self.untagged(node):
+            # most scalars: skip the (pure Python) constructor; a tagged one was reported
+            raw = None
+            if style in ("'", '"') and end_line == line and span != len(node.value) + 2:
+                # escapes: keep the source so diagnostics inside it find their column
+                raw = self.text[node.start_mark.index : node.end_mark.index]
+            return YNode(
+                "scalar", line, col, node.value, style=style, end_line=end_line, span=span, raw=raw
+            )
         try:
             value = self.loader.construct_object(node, deep=True)
         except yaml.YAMLError as exc:
@@ -120,7 +141,27 @@ class _Walker:
                 f"unsupported YAML value of type `{type(value).__name__}`; quote it",
             )
             value = str(node.value)
-        return YNode("scalar", line, col, value, style=getattr(node, "style", None))
+        return YNode("scalar", line, col, value, style=style, end_line=end_line, span=span)
+
+    def untagged(self, node: yaml.Node) -> bool:
+        """False when an explicit YAML tag changed what the node would otherwise be.
+
+        ``!!str`` on a plain scalar is let through: it only says what quotes would.
+        """
+        if isinstance(node, yaml.MappingNode):
+            return bool(node.tag == _MAP_TAG)
+        if isinstance(node, yaml.SequenceNode):
+            return bool(node.tag == _SEQ_TAG)
+        if node.tag == _STR_TAG:
+            return True
+        if getattr(node, "style", None) not in (None, ""):  # quoted and block scalars are strings
+            return False
+        implicit = self.implicit.get(node.value)
+        if implicit is None:
+            implicit = self.implicit[node.value] = self.loader.resolve(
+                yaml.ScalarNode, node.value, (True, False)
+            )
+        return bool(node.tag == implicit)
 
 
 class _TooLarge(Exception):
@@ -134,7 +175,11 @@ def _one_line(text: str) -> str:
 
 def parse_yaml(text: str, filename: str) -> tuple[YNode | None, list[Diagnostic]]:
     """Parse one YAML document; on a syntax error return ``None`` and the error."""
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)
+    except UnicodeEncodeError as exc:  # a str from the API with lone surrogates
+        msg = f"the text is not valid Unicode (character {exc.start})"
+        return None, [Diagnostic(filename, 0, 0, "policy_parse_error", msg)]
     try:
         try:
             root = loader.get_single_node()
@@ -147,7 +192,7 @@ def parse_yaml(text: str, filename: str) -> tuple[YNode | None, list[Diagnostic]
             return None, [Diagnostic(filename, 0, 0, "policy_parse_error", _one_line(str(exc)))]
         if root is None:
             return None, [Diagnostic(filename, 0, 0, "policy_parse_error", "the file is empty")]
-        walker = _Walker(filename, loader)
+        walker = _Walker(filename, loader, text)
         try:
             tree = walker.walk(root, 0)
         except _TooLarge as exc:

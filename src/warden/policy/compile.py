@@ -16,6 +16,7 @@ lookup, and the cost of a decision is O(rules that can match this tool).
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -29,6 +30,18 @@ __all__ = ["CompiledRule", "Policy", "compile_policy"]
 
 CACHE_SIZE: Final = 8192
 TIERS: Final = (Effect.DENY, Effect.REQUIRE_APPROVAL, Effect.ALLOW)
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+
+
+def _search(rx: Any, s: str) -> bool:
+    """``rx.search(s)``, also for strings RE2 cannot encode (lone surrogates from an agent)."""
+    try:
+        return rx.search(s) is not None
+    except UnicodeEncodeError:
+        # A lone surrogate is one character that no pattern character can name: match it
+        # as U+FFFD so `?` and `*` still cover it and literals never do.
+        fixed = _SURROGATE.sub("\ufffd", s)
+        return rx.search(fixed) is not None
 
 
 def _matcher(patterns: tuple[str, ...]) -> Callable[[str], bool]:
@@ -36,12 +49,18 @@ def _matcher(patterns: tuple[str, ...]) -> Callable[[str], bool]:
     if "*" in patterns:
         return lambda s: True
     literals = frozenset(p for p in patterns if is_literal(p))
-    globs = tuple(compile_glob(p) for p in patterns if not is_literal(p))
-    if not globs:
+    wild = [p for p in patterns if not is_literal(p)]
+    prefixes = tuple(p[:-1] for p in wild if p == glob_literal_prefix(p) + "*")
+    globs = tuple(compile_glob(p) for p in wild if p != glob_literal_prefix(p) + "*")
+    if not globs and not prefixes:
         return literals.__contains__
 
     def match(s: str) -> bool:
-        return s in literals or any(g.search(s) is not None for g in globs)
+        return (
+            s in literals
+            or (bool(prefixes) and s.startswith(prefixes))
+            or any(_search(g, s) for g in globs)
+        )
 
     return match
 
@@ -61,10 +80,14 @@ class CompiledRule:
     tool_match: Callable[[str], bool]
 
     def agent_ok(self, agent: Mapping[str, Any]) -> bool:
-        """True when the rule's ``agent`` patterns admit this agent (no patterns: any)."""
+        """True when the rule's ``agent`` patterns admit this agent (no patterns: any).
+
+        An agent without a string ``id`` is admitted only by rules without patterns,
+        even ``agent: "*"``.
+        """
         if self.agent_match is None:
             return True
-        aid = agent.get("id", "")
+        aid = agent.get("id")
         return type(aid) is str and self.agent_match(aid)
 
 
@@ -101,7 +124,7 @@ class Policy:
             if len(tool) >= n:
                 positions.update(self._prefix[n].get(tool[:n], ()))
         for rx, pos in self._globbed:
-            if rx.search(tool) is not None:
+            if _search(rx, tool):
                 positions.add(pos)
         ordered = [self.rules[p] for p in sorted(positions)]
         ordered = [r for r in ordered if r.kinds is None or kind in r.kinds]

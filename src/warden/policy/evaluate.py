@@ -57,7 +57,9 @@ def _since(started_ns: int) -> int:
     return perf_counter_ns() - started_ns if started_ns else 0
 
 
-def evaluate(policy: Policy, action: Action, started_ns: int = 0) -> Decision:
+def evaluate(
+    policy: Policy, action: Action, started_ns: int = 0, decision_id: str = ""
+) -> Decision:
     """Decide ``action`` under ``policy``.
 
     ``elapsed_ns`` is measured from ``started_ns`` (a ``perf_counter_ns`` reading
@@ -85,6 +87,7 @@ def evaluate(policy: Policy, action: Action, started_ns: int = 0) -> Decision:
                 tuple(errors),
                 policy_hash=policy.hash,
                 elapsed_ns=_since(started_ns),
+                id=decision_id,
             )
     allowed: list[CompiledRule] = []
     for rule in tiers[2]:
@@ -103,6 +106,7 @@ def evaluate(policy: Policy, action: Action, started_ns: int = 0) -> Decision:
             tuple(errors),
             policy_hash=policy.hash,
             elapsed_ns=_since(started_ns),
+            id=decision_id,
         )
     return Decision(
         policy.default,
@@ -111,6 +115,7 @@ def evaluate(policy: Policy, action: Action, started_ns: int = 0) -> Decision:
         tuple(errors),
         policy_hash=policy.hash,
         elapsed_ns=_since(started_ns),
+        id=decision_id,
     )
 
 

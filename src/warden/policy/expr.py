@@ -225,18 +225,31 @@ _FORBIDDEN_HINTS: Final = {
 class _Compiler:
     def __init__(self, source: str) -> None:
         self.source = source
+        self._lines = [line.encode("utf-8") for line in source.split("\n")]
         self.issues: list[ExprIssue] = []
         self.names: set[str] = set()
 
     # helpers
     def issue(self, node: ast.AST, code: str, message: str, hint: str | None = None) -> None:
         line = getattr(node, "lineno", 1)
-        col = getattr(node, "col_offset", 0) + 1
-        self.issues.append(ExprIssue(line, col, code, message, hint))
+        offset = getattr(node, "col_offset", 0)
+        lines = self.source.split("\n")
+        if 0 < line <= len(lines):  # ast counts UTF-8 bytes; diagnostics count characters
+            offset = len(lines[line - 1].encode("utf-8")[:offset].decode("utf-8", "replace"))
+        self.issues.append(ExprIssue(line, offset + 1, code, message, hint))
 
     def text(self, node: ast.AST) -> str:
-        seg = ast.get_source_segment(self.source, node)
-        return " ".join((seg or ast.unparse(node)).split())
+        """The source text of ``node``, whitespace folded (for messages)."""
+        start = getattr(node, "col_offset", None)
+        end = getattr(node, "end_col_offset", None)
+        if start is None or end is None:
+            return ast.unparse(node)
+        if node.lineno == node.end_lineno:  # type: ignore[attr-defined]  # expr nodes have it
+            # ast offsets count UTF-8 bytes, not characters
+            seg = self._lines[node.lineno - 1][start:end].decode("utf-8", "replace")  # type: ignore[attr-defined]
+        else:
+            seg = ast.get_source_segment(self.source, node) or ast.unparse(node)
+        return " ".join(seg.split())
 
     def fail(self, node: ast.AST) -> tuple[Fn, str]:
         def f(a: Any) -> Any:  # pragma: no cover - never reached: compile errors stop loading
@@ -480,15 +493,30 @@ class _Compiler:
                     return x + y if tx == STR else [*x, *y]
             raise EvalError(f"cannot apply `{sym}` to a {_tname(x)} and a {_tname(y)} in `{text}`")
 
-        return arith, NUM if NUM in (lt, rt) else (lt if lt == rt else ANY)
+        if not concat or NUM in (lt, rt):  # only `+` can produce something else
+            return arith, NUM
+        return arith, lt if lt == rt else ANY
 
     # comparisons
     def c_Compare(self, node: ast.Compare) -> tuple[Fn, str]:
-        left = node.left
+        if any(type(op) not in _CMP_SYMBOL for op in node.ops):
+            self.issue(
+                node,
+                "expr_forbidden",
+                f"`{self.text(node)}` is not allowed",
+                "`is` and `is not` are not part of the language; use `==` / `!=`",
+            )
+            return self.fail(node)
+        # Compile each operand once: a chain must not report its middle operand twice.
+        operands = [node.left, *node.comparators]
+        compiled = [self.compile(o) for o in operands]
         fns: list[Fn] = []
-        for op, right in zip(node.ops, node.comparators, strict=True):
-            fns.append(self.compare_one(left, op, right, node))
-            left = right
+        for i, op in enumerate(node.ops):
+            fns.append(
+                self.compare_one(
+                    operands[i], compiled[i], op, operands[i + 1], compiled[i + 1], node
+                )
+            )
         if len(fns) == 1:
             return fns[0], BOOL
         chain = tuple(fns)
@@ -498,18 +526,18 @@ class _Compiler:
 
         return all_, BOOL
 
-    def compare_one(self, lnode: ast.expr, op: ast.cmpop, rnode: ast.expr, whole: ast.AST) -> Fn:
-        sym = _CMP_SYMBOL.get(type(op))
-        if sym is None:
-            self.issue(
-                whole,
-                "expr_forbidden",
-                f"`{self.text(whole)}` is not allowed",
-                "`is` and `is not` are not part of the language; use `==` / `!=`",
-            )
-            return self.fail(whole)[0]
-        lf, lt = self.compile(lnode)
-        rf, rt = self.compile(rnode)
+    def compare_one(
+        self,
+        lnode: ast.expr,
+        left: tuple[Fn, str],
+        op: ast.cmpop,
+        rnode: ast.expr,
+        right: tuple[Fn, str],
+        whole: ast.AST,
+    ) -> Fn:
+        sym = _CMP_SYMBOL[type(op)]
+        lf, lt = left
+        rf, rt = right
         text = f"{self.text(lnode)} {sym} {self.text(rnode)}"
         rconst = isinstance(rnode, ast.Constant)
         rvalue = rnode.value if isinstance(rnode, ast.Constant) else None
@@ -546,6 +574,12 @@ class _Compiler:
                     "expr_type_error",
                     f"`{sym}` needs a list, string or map on the right, not a {rt}",
                 )
+            elif rt in (STR, MAP) and lt not in (STR, ANY):
+                self.issue(
+                    whole,
+                    "expr_type_error",
+                    f"`{sym}` a {rt} needs a string on the left, not a {lt}",
+                )
             if isinstance(rnode, (ast.List, ast.Tuple)) and all(
                 isinstance(e, ast.Constant) and type(e.value) is str for e in rnode.elts
             ):
@@ -565,7 +599,8 @@ class _Compiler:
             return in_
 
         # ordering
-        if ANY not in (lt, rt) and not (lt == rt and lt in (NUM, STR)):
+        # one side alone can show the mismatch: null, booleans, lists and maps never order
+        if any(t not in (NUM, STR, ANY) for t in (lt, rt)) or (ANY not in (lt, rt) and lt != rt):
             self.issue(
                 whole,
                 "expr_type_error",
@@ -579,15 +614,21 @@ class _Compiler:
             def order_num(a: Any) -> Any:
                 x = lf(a)
                 t = type(x)
-                if t is int or t is float or _is_num(x):
+                if t is int or ((t is float or _is_num(x)) and x == x):  # noqa: PLR0124 - NaN test
                     return cmp(x, c3)
+                if _is_num(x):
+                    raise EvalError(f"NaN cannot be ordered in `{text}`")
                 raise EvalError(f"cannot compare a {_tname(x)} with a number in `{text}`")
 
             return order_num
 
         def order(a: Any) -> Any:
             x, y = lf(a), rf(a)
-            if (_is_num(x) and _is_num(y)) or (_tname(x) == STR and _tname(y) == STR):
+            if _is_num(x) and _is_num(y):
+                if x != x or y != y:  # noqa: PLR0124 - the NaN test
+                    raise EvalError(f"NaN cannot be ordered in `{text}`")
+                return cmp(x, y)
+            if _tname(x) == STR and _tname(y) == STR:
                 return cmp(x, y)
             raise EvalError(f"cannot compare a {_tname(x)} with a {_tname(y)} in `{text}`")
 

@@ -85,7 +85,11 @@ def lint(doc: PolicyDocument) -> list[Diagnostic]:
             for deny in blanket_denies:
                 if (
                     _scope_covers(deny.tools, rule.tools)
-                    and _scope_covers(deny.agents, rule.agents)
+                    # a deny with `agent` patterns never admits an agent without an id
+                    and (
+                        deny.agents is None
+                        or (rule.agents is not None and _scope_covers(deny.agents, rule.agents))
+                    )
                     and _kinds_cover(deny.kinds, rule.kinds)
                 ):
                     out.append(

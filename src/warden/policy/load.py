@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from warden._re import PatternError, compile_glob
 from warden.action import KINDS, Effect
 from warden.policy._diagnostics import Diagnostic
 from warden.policy._yaml import YNode, parse_yaml
@@ -147,11 +148,9 @@ class _Checker:
         value = node.value if node.kind == "scalar" else None
         if not isinstance(value, str) or value not in choices:
             shown = f"`{value}`" if node.kind == "scalar" else f"a {node.kind}"
-            self.err(
-                node,
-                "policy_invalid_value",
-                f"{what} must be one of {', '.join(choices)}, not {shown}",
-            )
+            # a list, map, number, boolean or null is the wrong type, not a wrong word
+            code = "policy_invalid_value" if isinstance(value, str) else "policy_type_error"
+            self.err(node, code, f"{what} must be one of {', '.join(choices)}, not {shown}")
             return None
         return value
 
@@ -295,10 +294,19 @@ def _rule(ck: _Checker, node: YNode, pos: int, seen: dict[str, int]) -> RuleSpec
     else:
         effect = ck.choice(f["effect"][1], "`effect`", _EFFECTS)
     tools = agents = kinds = None
+
+    def valid_glob(item: YNode, value: str) -> bool:
+        try:
+            compile_glob(value)
+        except PatternError as exc:
+            ck.err(item, "expr_regex_error", f"invalid glob pattern `{value}`: {exc}")
+            return False
+        return True
+
     if "tool" in f:
-        tools = ck.patterns(f["tool"][1], "`tool`")
+        tools = ck.patterns(f["tool"][1], "`tool`", valid_glob)
     if "agent" in f:
-        agents = ck.patterns(f["agent"][1], "`agent`")
+        agents = ck.patterns(f["agent"][1], "`agent`", valid_glob)
     if "kind" in f:
 
         def known_kind(item: YNode, value: str) -> bool:
@@ -354,17 +362,46 @@ def _condition(ck: _Checker, node: YNode, source: str) -> CompiledExpr | None:
     try:
         return compile_expr(source)
     except ExprCompileError as exc:
-        quoted = node.style in ("'", '"')
-        single_line = "\n" not in source
+        cols = _value_columns(node, source)
         for issue in exc.issues:
-            if single_line and issue.line == 1:
-                line, col = node.line, node.col + (1 if quoted else 0) + issue.col - 1
-            else:
+            if cols is not None and issue.line == 1:
+                i = issue.col - 1  # may point just past the end (unexpected end of input)
+                col = (
+                    cols[i]
+                    if i < len(cols)
+                    else (cols[-1] if cols else node.col) + i - len(cols) + 1
+                )
+                line = node.line
+            else:  # the scalar spans lines or was folded: point at the scalar itself
                 line, col = node.line, node.col
             ck.diags.append(
                 Diagnostic(ck.file, line, col, issue.code, issue.message, hint=issue.hint)
             )
         return None
+
+
+def _value_columns(node: YNode, source: str) -> list[int] | None:
+    """The file column of each character of a one-line scalar's value, or None if unknown."""
+    if node.end_line != node.line:
+        return None
+    if node.style in (None, ""):
+        return [node.col + i for i in range(len(source))] if node.span == len(source) else None
+    if node.style not in ("'", '"'):
+        return None
+    if node.raw is None:
+        if node.span != len(source) + 2:
+            return None
+        return [node.col + 1 + i for i in range(len(source))]
+    raw, cols, i = node.raw, [], 1
+    while i < len(raw) - 1:
+        cols.append(node.col + i)
+        if node.style == "'" and raw[i] == "'":
+            i += 2  # '' is one quote
+        elif node.style == '"' and raw[i] == "\\":
+            i += 2 + {"x": 2, "u": 4, "U": 8}.get(raw[i + 1 : i + 2], 0)
+        else:
+            i += 1
+    return cols if len(cols) == len(source) else None
 
 
 def load_file(path: str | os.PathLike[str]) -> tuple[PolicyDocument | None, list[Diagnostic]]:

@@ -1,0 +1,247 @@
+"""AuditLog: the Governor's default sink, with group commit off the decision path.
+
+``record`` / ``record_outcome`` / ``append`` only put an item on a bounded
+queue (O(1), no I/O). A writer thread builds the records, encodes them and
+commits them in batches (100 entries or 10 ms, whichever comes first; see
+docs/audit.md). ``flush`` waits until everything appended before it is
+durable. If the queue is full or the writer has failed, appending raises
+AuditError, which the Governor turns into a deny.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import contextlib
+import os
+import threading
+import time
+import weakref
+from pathlib import Path
+from typing import Any, Final
+
+import msgspec
+
+from warden.audit._checkpoint import (
+    Checkpoint,
+    NoteSigner,
+    NoteVerifier,
+    load_or_create_key,
+    sign_checkpoint,
+)
+from warden.audit._events import decision_event, outcome_event
+from warden.audit._store import AuditStore
+from warden.errors import AuditError
+
+__all__ = ["AuditLog"]
+
+_DECISION: Final = 0
+_OUTCOME: Final = 1
+_RAW: Final = 2
+
+
+class AuditLog:
+    """An append-only, Merkle-tree audit log in a SQLite file (docs/audit.md)."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] = ".warden/audit.db",
+        *,
+        key_path: str | os.PathLike[str] | None = None,
+        batch_size: int = 100,
+        batch_interval: float = 0.010,
+        max_queue: int = 100_000,
+        checkpoint_every: int = 10_000,
+        clock: Any = time.time,
+    ) -> None:
+        if batch_size < 1 or batch_interval < 0 or max_queue < 1:
+            raise AuditError("batch_size and max_queue must be positive")
+        self.path = Path(path)
+        self.store = AuditStore(self.path)
+        origin = self.store.origin
+        key_file = Path(key_path) if key_path is not None else self.path.with_name("audit-key.pem")
+        self.signer = NoteSigner(origin, load_or_create_key(key_file, origin))
+        vkey = self.signer.verifier.to_string()
+        known = self.store.meta("verifier")
+        if known is None:
+            self.store.set_meta("verifier", vkey)
+        elif known != vkey:
+            raise AuditError(
+                f"{self.path}: this log is signed by another key ({known.split('+')[1]}); "
+                f"`{key_file}` does not match it"
+            )
+        self.batch_size = batch_size
+        self.batch_interval = batch_interval
+        self.max_queue = max_queue
+        self.checkpoint_every = checkpoint_every
+        self.clock = clock
+        self._queue: collections.deque[tuple[Any, ...]] = collections.deque()
+        self._cond = threading.Condition()
+        self._appended = 0
+        self._committed = 0
+        self._urgent = False
+        self._closing = False
+        self._error: BaseException | None = None
+        self._last_checkpoint = self.store.size()
+        self._writer = threading.Thread(target=self._run, name="warden-audit-writer", daemon=True)
+        self._writer.start()
+        _OPEN.add(self)
+
+    @property
+    def verifier(self) -> NoteVerifier:
+        """The public key that verifies this log's checkpoints."""
+        return self.signer.verifier
+
+    # --- appending (the decision path) ------------------------------------------------------
+
+    def _put(self, item: tuple[Any, ...]) -> None:
+        with self._cond:
+            if self._error is not None:
+                raise AuditError(f"the audit log writer failed: {self._error}")
+            if self._closing:
+                raise AuditError("the audit log is closed")
+            if len(self._queue) >= self.max_queue:
+                raise AuditError(f"the audit queue is full ({self.max_queue} records waiting)")
+            self._queue.append(item)
+            self._appended += 1
+            if len(self._queue) >= self.batch_size:
+                self._cond.notify()
+
+    def record(self, action: Any, decision: Any) -> None:
+        """DecisionSink: queue a ``warden.decision/v1`` record."""
+        snap = msgspec.structs.replace(action, args=dict(action.args))
+        self._put((_DECISION, self.clock(), snap, decision))
+
+    def record_outcome(
+        self,
+        action: Any,
+        decision: Any,
+        status: str,
+        duration_ns: int,
+        result: Any = None,
+        error: BaseException | None = None,
+    ) -> None:
+        """Queue a ``warden.outcome/v1`` record for the action ``decision`` allowed."""
+        self._put((_OUTCOME, self.clock(), action, decision, status, duration_ns, result, error))
+
+    def append(self, record: dict[str, Any]) -> None:
+        """Queue a record of another type (it must carry a ``type``; ``seq`` is assigned)."""
+        if not isinstance(record.get("type"), str) or "seq" in record:
+            raise AuditError("a record needs a string `type` and no `seq`")
+        self._put((_RAW, record))
+
+    def flush(self, timeout: float | None = 30.0) -> int:
+        """Wait until every record appended before this call is durable; return the log size."""
+        with self._cond:
+            target = self._appended
+            self._urgent = True
+            self._cond.notify_all()
+            ok = self._cond.wait_for(
+                lambda: self._committed >= target or self._error is not None, timeout
+            )
+            if self._error is not None:
+                raise AuditError(f"the audit log writer failed: {self._error}")
+            if not ok:
+                raise AuditError(f"audit flush timed out after {timeout} s")
+        return self.store.size()
+
+    # --- checkpoints ------------------------------------------------------------------------
+
+    def checkpoint(self) -> str:
+        """Flush, then sign, store and return a checkpoint of the current tree."""
+        self.flush()
+        return self._sign_now()
+
+    def _sign_now(self) -> str:
+        size = self.store.size()
+        cp = Checkpoint(self.store.origin, size, self.store.root(size), ())
+        note = sign_checkpoint(cp, self.signer)
+        self.store.add_checkpoint(size, note)
+        self._last_checkpoint = size
+        return note
+
+    # --- the writer -------------------------------------------------------------------------
+
+    def _build(self, item: tuple[Any, ...]) -> dict[str, Any]:
+        kind = item[0]
+        if kind == _DECISION:
+            _, t, action, decision = item
+            return decision_event(t=t, decision_id=decision.id, action=action, decision=decision)
+        if kind == _OUTCOME:
+            _, t, action, decision, status, duration, result, error = item
+            return outcome_event(
+                t=t,
+                decision_id=decision.id,
+                action=action,
+                status=status,
+                duration_ns=duration,
+                result=result,
+                error=error,
+            )
+        record: dict[str, Any] = item[1]
+        return record
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closing:
+                    self._cond.wait()
+                if not self._queue and self._closing:
+                    return
+                deadline = time.monotonic() + self.batch_interval
+                while len(self._queue) < self.batch_size and not self._closing and not self._urgent:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._cond.wait(remaining)
+                take = min(self.batch_size, len(self._queue))
+                items = [self._queue.popleft() for _ in range(take)]
+                if not self._queue:
+                    self._urgent = False
+            try:
+                self.store.append_batch([self._build(it) for it in items])
+                size = self.store.size()
+                if self.checkpoint_every and size - self._last_checkpoint >= self.checkpoint_every:
+                    self._sign_now()
+            except BaseException as exc:  # noqa: BLE001 - reported to every appender and flusher
+                with self._cond:
+                    self._error = exc
+                    self._cond.notify_all()
+                return
+            with self._cond:
+                self._committed += len(items)
+                self._cond.notify_all()
+
+    def close(self) -> None:
+        """Flush, write a final checkpoint, stop the writer and close the file."""
+        with self._cond:
+            if self._closing:
+                return
+        try:
+            if self._error is None:
+                self.flush()
+                if self.store.size() != self._last_checkpoint or not self.store.checkpoints():
+                    self._sign_now()
+        finally:
+            with self._cond:
+                self._closing = True
+                self._cond.notify_all()
+            self._writer.join(timeout=30)
+            self.store.close()
+            _OPEN.discard(self)
+
+    def __enter__(self) -> AuditLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+_OPEN: weakref.WeakSet[AuditLog] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    for log in list(_OPEN):
+        with contextlib.suppress(Exception):  # best effort at interpreter exit
+            log.close()

@@ -1,0 +1,308 @@
+"""The embedded audit store: records, Merkle nodes, batches and checkpoints in SQLite.
+
+Layout and invariants are specified in docs/audit.md ("Storage"). All writes
+go through :meth:`AuditStore.append_batch`, one ``BEGIN IMMEDIATE`` transaction
+per batch, so any number of threads and processes sharing the file see one
+gap-free sequence.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+from warden._sqlite import connect, write_transaction
+from warden.audit._events import canonical
+from warden.audit._merkle import (
+    consistency_proof,
+    inclusion_proof,
+    leaf_hash,
+    node_hash,
+    root_from_nodes,
+)
+from warden.errors import AuditError
+
+__all__ = ["SCHEMA_VERSION", "AuditStore", "Batch"]
+
+SCHEMA_VERSION: Final = 1
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS entries (
+    seq INTEGER PRIMARY KEY,
+    leaf BLOB NOT NULL,
+    data BLOB NOT NULL,
+    batch INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS nodes (
+    level INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    hash BLOB NOT NULL,
+    PRIMARY KEY (level, idx)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS batches (
+    id INTEGER PRIMARY KEY,
+    first_seq INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    digest BLOB NOT NULL,
+    root BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    size INTEGER PRIMARY KEY,
+    note TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+
+Batch = tuple[int, int, int, bytes, bytes]
+"""A batch row: (id, first_seq, count, digest, root)."""
+
+
+class AuditStore:
+    """SQLite access for one audit log file.
+
+    ``readonly`` opens an existing file without creating anything (for
+    verification): a missing or foreign file raises AuditError.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, readonly: bool = False) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        try:
+            if readonly:
+                if not self.path.is_file():
+                    raise AuditError(f"{self.path}: no audit log here")
+                uri = f"file:{self.path}?mode=ro"
+                self._db = sqlite3.connect(
+                    uri, uri=True, isolation_level=None, check_same_thread=False, timeout=30.0
+                )
+                self._check_schema()
+            else:
+                self._db = connect(self.path)
+                version = self._db.execute("PRAGMA user_version").fetchone()[0]
+                if version not in (0, SCHEMA_VERSION):
+                    raise AuditError(
+                        f"{self.path}: audit schema version {version}; this warden "
+                        f"reads version {SCHEMA_VERSION}"
+                    )
+                self._db.executescript(_SCHEMA)
+                self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                self._init_meta()
+        except sqlite3.DatabaseError as exc:
+            raise AuditError(f"{self.path}: not a readable audit log ({exc})") from None
+
+    def _check_schema(self) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version != SCHEMA_VERSION:
+            raise AuditError(f"{self.path}: not a warden audit log (schema version {version})")
+
+    def _init_meta(self) -> None:
+        with write_transaction(self._db, self._lock) as db:
+            row = db.execute("SELECT value FROM meta WHERE key = 'log_id'").fetchone()
+            if row is None:
+                log_id = secrets.token_hex(8)
+                db.executemany(
+                    "INSERT INTO meta (key, value) VALUES (?, ?)",
+                    [("log_id", log_id), ("origin", f"warden/{log_id}")],
+                )
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # --- metadata ---------------------------------------------------------------------------
+
+    def meta(self, key: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+    @property
+    def origin(self) -> str:
+        origin = self.meta("origin")
+        if origin is None:
+            raise AuditError(f"{self.path}: the log has no origin")
+        return origin
+
+    # --- writing ----------------------------------------------------------------------------
+
+    def append_batch(self, records: Sequence[Mapping[str, Any]]) -> tuple[int, int]:
+        """Commit ``records`` as one batch; return (first seq, new size). Durable on return."""
+        if not records:
+            return self.size(), self.size()
+        with write_transaction(self._db, self._lock) as db:
+            row = db.execute("SELECT MAX(seq) FROM entries").fetchone()
+            first = 0 if row[0] is None else int(row[0]) + 1
+            batch_id = int(
+                db.execute("SELECT COALESCE(MAX(id), -1) + 1 FROM batches").fetchone()[0]
+            )
+            cache: dict[tuple[int, int], bytes] = {}
+
+            def get_node(level: int, idx: int) -> bytes:
+                found = cache.get((level, idx))
+                if found is not None:
+                    return found
+                if level == 0:
+                    r = db.execute("SELECT leaf FROM entries WHERE seq = ?", (idx,)).fetchone()
+                else:
+                    r = db.execute(
+                        "SELECT hash FROM nodes WHERE level = ? AND idx = ?", (level, idx)
+                    ).fetchone()
+                if r is None:
+                    raise AuditError(f"{self.path}: missing Merkle node ({level}, {idx})")
+                value = bytes(r[0])
+                cache[(level, idx)] = value
+                return value
+
+            rows = []
+            nodes = []
+            digest = hashlib.sha256()
+            for i, rec in enumerate(records):
+                seq = first + i
+                data = canonical({**rec, "seq": seq})
+                leaf = leaf_hash(data)
+                digest.update(leaf)
+                rows.append((seq, leaf, data, batch_id))
+                cache[(0, seq)] = leaf
+                level, idx, h = 0, seq, leaf
+                while idx & 1:
+                    h = node_hash(get_node(level, idx - 1), h)
+                    level += 1
+                    idx >>= 1
+                    cache[(level, idx)] = h
+                    nodes.append((level, idx, h))
+            size = first + len(records)
+            db.executemany("INSERT INTO entries (seq, leaf, data, batch) VALUES (?, ?, ?, ?)", rows)
+            if nodes:
+                db.executemany("INSERT INTO nodes (level, idx, hash) VALUES (?, ?, ?)", nodes)
+            root = root_from_nodes(size, get_node)
+            db.execute(
+                "INSERT INTO batches (id, first_seq, count, digest, root) VALUES (?, ?, ?, ?, ?)",
+                (batch_id, first, len(records), digest.digest(), root),
+            )
+        return first, size
+
+    def add_checkpoint(self, size: int, note: str) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO checkpoints (size, note) VALUES (?, ?)", (size, note)
+            )
+
+    # --- reading ----------------------------------------------------------------------------
+
+    def size(self) -> int:
+        with self._lock:
+            row = self._db.execute("SELECT MAX(seq) FROM entries").fetchone()
+        return 0 if row[0] is None else int(row[0]) + 1
+
+    def get_node(self, level: int, idx: int) -> bytes:
+        """The stored perfect-subtree hash (level 0: leaf hashes); AuditError if absent."""
+        with self._lock:
+            if level == 0:
+                r = self._db.execute("SELECT leaf FROM entries WHERE seq = ?", (idx,)).fetchone()
+            else:
+                r = self._db.execute(
+                    "SELECT hash FROM nodes WHERE level = ? AND idx = ?", (level, idx)
+                ).fetchone()
+        if r is None:
+            raise AuditError(f"{self.path}: missing Merkle node ({level}, {idx})")
+        return bytes(r[0])
+
+    def root(self, size: int | None = None) -> bytes:
+        """The tree root at ``size`` (default: now), from O(log n) stored nodes."""
+        n = self.size() if size is None else size
+        return root_from_nodes(n, self.get_node)
+
+    def record(self, seq: int) -> bytes:
+        with self._lock:
+            r = self._db.execute("SELECT data FROM entries WHERE seq = ?", (seq,)).fetchone()
+        if r is None:
+            raise AuditError(f"no audit record {seq}")
+        return bytes(r[0])
+
+    def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
+        n = self.size() if size is None else size
+        return inclusion_proof(index, n, self.get_node)
+
+    def consistency_proof(self, old_size: int, new_size: int | None = None) -> list[bytes]:
+        n = self.size() if new_size is None else new_size
+        return consistency_proof(old_size, n, self.get_node)
+
+    def scan(self, start: int = 0, chunk: int = 4096) -> Iterator[tuple[int, bytes, bytes, int]]:
+        """(seq, leaf, data, batch) in seq order, read in chunks (never the whole log)."""
+        nxt = start
+        while True:
+            with self._lock:
+                rows = self._db.execute(
+                    "SELECT seq, leaf, data, batch FROM entries WHERE seq >= ? ORDER BY seq "
+                    "LIMIT ?",
+                    (nxt, chunk),
+                ).fetchall()
+            if not rows:
+                return
+            for seq, leaf, data, batch in rows:
+                yield int(seq), bytes(leaf), bytes(data), int(batch)
+            nxt = int(rows[-1][0]) + 1
+
+    def node_rows(self, level: int, start: int, limit: int) -> list[tuple[int, bytes]]:
+        """Stored nodes of one level (>= 1) from index ``start``, in index order."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT idx, hash FROM nodes WHERE level = ? AND idx >= ? ORDER BY idx LIMIT ?",
+                (level, start, limit),
+            ).fetchall()
+        return [(int(i), bytes(h)) for i, h in rows]
+
+    def batches(self) -> Iterator[Batch]:
+        nxt = 0
+        while True:
+            with self._lock:
+                rows = self._db.execute(
+                    "SELECT id, first_seq, count, digest, root FROM batches WHERE id >= ? "
+                    "ORDER BY id LIMIT 4096",
+                    (nxt,),
+                ).fetchall()
+            if not rows:
+                return
+            for r in rows:
+                yield int(r[0]), int(r[1]), int(r[2]), bytes(r[3]), bytes(r[4])
+            nxt = int(rows[-1][0]) + 1
+
+    def checkpoints(self) -> list[tuple[int, str]]:
+        with self._lock:
+            rows = self._db.execute("SELECT size, note FROM checkpoints ORDER BY size").fetchall()
+        return [(int(s), str(n)) for s, n in rows]
+
+    def latest_checkpoint(self) -> tuple[int, str] | None:
+        with self._lock:
+            r = self._db.execute(
+                "SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1"
+            ).fetchone()
+        return None if r is None else (int(r[0]), str(r[1]))
+
+    def query(
+        self, where: str, params: Sequence[Any], limit: int, newest: bool
+    ) -> list[tuple[int, bytes]]:
+        """Records whose JSON matches ``where`` (SQLite json_extract over ``data``)."""
+        order = "DESC" if newest else "ASC"
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT seq, data FROM entries WHERE {where} ORDER BY seq {order} LIMIT ?",
+                (*params, limit),
+            ).fetchall()
+        return [(int(s), bytes(d)) for s, d in rows]
