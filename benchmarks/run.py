@@ -25,7 +25,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-import workload  # noqa: E402 - benchmarks/ is not a package
+import bench_audit  # noqa: E402 - benchmarks/ is not a package
+import workload  # noqa: E402
 from timing import time_calls, time_once_ms  # noqa: E402
 from warden import Action, ActionDenied, Governor, load_policy_text  # noqa: E402
 from warden.policy import evaluate  # noqa: E402
@@ -281,10 +282,56 @@ def render(results: dict[str, Any]) -> str:
                 ours_ms = dec["load_ms"].get(size)
                 if ours_ms is not None:
                     lines.append(f"| {int(size):,} | {ours_ms:.1f} | {ms:.1f} |")
+    audit = results.get("audit")
+    if audit:
+        ap, gv, vf = audit["appends"], audit["governor"], audit["verify"]
+        lines += [
+            "",
+            "### Audit log",
+            "",
+            "| measure | result |",
+            "|---|---:|",
+            f"| durable appends ({ap['records']:,} decision records, `AuditLog.record` to "
+            f"`flush()`) | {ap['records_per_s']:,} records/s |",
+            f"| cost of `record()` on the caller's thread | {ap['enqueue_us']} µs |",
+            f"| `Governor.check` p50 at 100 rules, audit off | "
+            f"{gv['audit_off']['p50_ns'] / 1e3:.2f} µs |",
+            f"| `Governor.check` p50 at 100 rules, audit on (the default) | "
+            f"{gv['audit_on']['p50_ns'] / 1e3:.2f} µs (p99 {gv['audit_on']['p99_ns'] / 1e3:.2f}) |",
+            f"| `verify_log` over {vf['records']:,} records (re-hash, every node, every batch) | "
+            f"{vf['verify_records_per_s']:,} records/s ({vf['verify_s']} s) |",
+            f"| inclusion proof in a {vf['records']:,}-record log, from the store | "
+            f"p50 {vf['proof_p50_us']} µs, p99 {vf['proof_p99_us']} µs "
+            f"({vf['proof_hashes']} hashes) |",
+            f"| verifying that proof | p50 {vf['proof_verify_p50_us']} µs |",
+            f"| database size for {vf['records']:,} records | {vf['db_mb']} MB |",
+        ]
+        ref_audit = (ref or {}).get("audit") or {}
+        rows = [(k, v) for k, v in ref_audit.items() if isinstance(v, dict)]
+        if rows:
+            lines += [
+                "",
+                f"Reference toolkit audit loggers, same run ({ref_audit.get('records', 0):,} "
+                "records each):",
+                "",
+                "| logger | records/s | durable (fsync) | persistence |",
+                "|---|---:|---|---|",
+            ]
+            for name, v in rows:
+                lines.append(
+                    f"| `{name}` | {v['records_per_s']:,.0f} | "
+                    f"{'yes' if v.get('fsync') else 'no'} | {v['persistence']} |"
+                )
+            lines += [
+                "",
+                f"warden: {ap['records_per_s']:,} records/s, every batch fsync'd "
+                "(SQLite WAL, synchronous=FULL), hash-chained by a Merkle tree with signed "
+                "checkpoints.",
+            ]
     probes = results.get("probes")
     ref_probes = (ref or {}).get("probes") or {}
-    if probes:
-        engines = list((ref_probes.get("results") or {}).keys())
+    if probes and ref_probes.get("results"):
+        engines = list(ref_probes["results"].keys())
         lines += [
             "",
             "### Fail-closed probe",
@@ -326,6 +373,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget-s", type=float, default=3.0, help="time budget per size")
     ap.add_argument("--out", default=str(HERE / "results" / "latest.json"))
     ap.add_argument("--no-docs", action="store_true", help="do not rewrite docs/BENCHMARKS.md")
+    ap.add_argument("--no-audit", action="store_true", help="skip the audit-log benchmarks")
+    ap.add_argument("--audit-n", type=int, default=200_000, help="records for the append test")
+    ap.add_argument(
+        "--verify-n",
+        type=int,
+        default=1_000_000,
+        help="records in the log built for verify and proofs",
+    )
     args = ap.parse_args(argv)
     sizes = tuple(int(s) for s in args.sizes.split(",") if s.strip())
 
@@ -334,6 +389,10 @@ def main(argv: list[str] | None = None) -> int:
     results["decisions"] = bench_decisions(sizes, args.max_samples, args.budget_s)
     results["wrapped"] = bench_wrapped(args.max_samples, args.budget_s)
     results["probes"] = probe_fail_open()
+    if not args.no_audit:
+        results["audit"] = bench_audit.run(
+            args.max_samples, args.budget_s, args.audit_n, args.verify_n
+        )
     if args.compare:
         results["reference"] = run_reference(args.compare, sizes, args.max_samples, args.budget_s)
         results["ratios"] = ratios(results["decisions"], results["reference"])

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -50,6 +51,85 @@ pytestmark = pytest.mark.filterwarnings("ignore::SyntaxWarning")
 HEAD = "apiVersion: warden/v1\nkind: Policy\ndefault: deny\n"
 FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
+# --- the seed corpus: tests/cases ------------------------------------------------------
+
+CASES = sorted((Path(__file__).parent / "cases").glob("*_test.yaml"))
+
+
+def _corpus_conditions() -> list[str]:
+    """Every `when` string in the corpus, valid or not (load-error files hold the bad ones)."""
+    found: list[str] = []
+
+    def walk(node: yaml.Node) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if key.value == "when" and isinstance(value, yaml.ScalarNode):
+                    found.append(value.value)
+                walk(value)
+        elif isinstance(node, yaml.SequenceNode):
+            for item in node.value:
+                walk(item)
+
+    for path in CASES:
+        walk(yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader))
+    return found
+
+
+def _corpus_policies() -> list[str]:
+    """The text of every inline policy in the corpus, cut out of its test file as written."""
+    out = []
+    for path in CASES:
+        lines = path.read_text(encoding="utf-8").splitlines()
+        i = next(n for n, line in enumerate(lines) if line.startswith("policy:"))
+        if lines[i] != "policy:":  # a flow mapping on the same line
+            out.append(lines[i].removeprefix("policy:").strip() + "\n")
+            continue
+        body = []
+        for line in lines[i + 1 :]:
+            if line and not line.startswith(" "):
+                break
+            body.append(line[2:])
+        out.append("\n".join(body) + "\n")
+    return out
+
+
+CORPUS_CONDITIONS = _corpus_conditions()
+CORPUS_POLICIES = _corpus_policies()
+
+
+def test_the_seed_corpus_is_there() -> None:
+    assert len(CORPUS_CONDITIONS) > 150
+    assert len(CORPUS_POLICIES) == len(CASES) > 12
+    loaded = 0
+    for text in CORPUS_POLICIES:
+        try:
+            load_policy_text(text)
+            loaded += 1
+        except PolicyError:
+            pass
+    assert 0 < loaded < len(CORPUS_POLICIES)  # both kinds of seed: policies that load, and not
+
+
+def mutations(seeds: st.SearchStrategy[str], inserts: list[str]) -> st.SearchStrategy[str]:
+    """A seed with a few characters cut, repeated or inserted."""
+
+    @st.composite
+    def mutate(draw: st.DrawFn) -> str:
+        text = draw(seeds)
+        for _ in range(draw(st.integers(1, 4))):
+            i = draw(st.integers(0, len(text)))
+            op = draw(st.sampled_from(["cut", "dup", "insert"]))
+            if op == "cut":
+                text = text[:i] + text[i + 1 :]
+            elif op == "dup":
+                text = text[:i] + text[i : i + 3] + text[i:]
+            else:
+                text = text[:i] + draw(st.sampled_from(inserts)) + text[i:]
+        return text
+
+    return mutate()
+
+
 # --- (a) expression strings -------------------------------------------------------------
 
 TOKENS = [
@@ -70,22 +150,6 @@ garbage = st.lists(st.sampled_from(TOKENS), min_size=1, max_size=30).flatmap(
 )  # fmt: skip
 
 
-@st.composite
-def mutated(draw: st.DrawFn) -> str:
-    """A valid condition with a few characters cut, doubled or inserted."""
-    text = draw(conditions)
-    for _ in range(draw(st.integers(1, 4))):
-        i = draw(st.integers(0, len(text)))
-        op = draw(st.sampled_from(["cut", "dup", "insert"]))
-        if op == "cut":
-            text = text[:i] + text[i + 1 :]
-        elif op == "dup":
-            text = text[:i] + text[i : i + 3] + text[i:]
-        else:
-            text = text[:i] + draw(st.sampled_from(TOKENS)) + text[i:]
-    return text
-
-
 nested = st.tuples(
     st.sampled_from(["(", "[", "not ", "-", "len(", "args.x + ", "a and "]),
     st.integers(1, 400),
@@ -93,8 +157,14 @@ nested = st.tuples(
 
 long_strings = st.integers(4000, 6000).map(lambda n: "args.x == '" + "a" * n + "'")
 
+seed_conditions = st.one_of(st.sampled_from(CORPUS_CONDITIONS), conditions)
 expression_strings = st.one_of(
-    garbage, mutated(), conditions, nested, long_strings, st.text(max_size=200)
+    garbage,
+    seed_conditions,
+    mutations(seed_conditions, TOKENS),
+    nested,
+    long_strings,
+    st.text(max_size=200),
 )
 
 
@@ -311,6 +381,8 @@ def _check_loader(text: str) -> None:
         st.text(max_size=300),
         yaml_garbage,
         mutated_policies(),
+        st.sampled_from(CORPUS_POLICIES),
+        mutations(st.sampled_from(CORPUS_POLICIES), YAML_BITS + VOCAB),
         yaml_trees.map(lambda t: yaml.safe_dump(t, default_flow_style=None)),
         st.fixed_dictionaries(
             {"apiVersion": st.just("warden/v1"), "kind": st.just("Policy"),

@@ -43,13 +43,20 @@ _MAX_DEPTH: Final = 64
 _ENC: Final = msgspec.json.Encoder(order="sorted")
 
 
+_last_second: list[Any] = [None, ""]
+
+
 def rfc3339(t: float) -> str:
     """UTC time with microseconds: ``2026-11-25T23:51:13.123456Z``."""
     whole = int(t)
     micros = round((t - whole) * 1_000_000)
     if micros == 1_000_000:
         whole, micros = whole + 1, 0
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{micros:06d}Z"
+    cache = _last_second
+    if cache[0] != whole:  # records come in bursts within one second: format it once
+        cache[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+        cache[0] = whole
+    return f"{cache[1]}.{micros:06d}Z"
 
 
 def _marker(value: Any) -> dict[str, str]:
@@ -59,6 +66,18 @@ def _marker(value: Any) -> dict[str, str]:
         text = f"<unrepresentable {type(value).__name__}>"
     digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
     return {"non_json": type(value).__name__, "repr_sha256": digest}
+
+
+def _big_int(value: int) -> dict[str, Any]:
+    """An integer JCS cannot carry exactly: its decimal text, or a digest when that is huge."""
+    if value.bit_length() <= 1024:
+        return {"non_json": "int", "value": str(value)}
+    raw = value.to_bytes(value.bit_length() // 8 + 1, "big", signed=True)
+    return {
+        "non_json": "int",
+        "bits": value.bit_length(),
+        "sha256": hashlib.sha256(raw).hexdigest(),
+    }
 
 
 def _str_ok(s: str) -> bool:
@@ -79,7 +98,7 @@ def json_safe(value: Any, depth: int = 0) -> tuple[Any, bool]:
     if t is int:
         if -_MAX_SAFE <= value <= _MAX_SAFE:
             return value, True
-        return {"non_json": "int", "value": str(value)}, True
+        return _big_int(value), True
     if t is float:
         if math.isfinite(value):
             return value, False
@@ -119,12 +138,22 @@ def json_safe(value: Any, depth: int = 0) -> tuple[Any, bool]:
     return _marker(value), True
 
 
-def canonical(record: Mapping[str, Any]) -> bytes:
-    """The JCS bytes of a record made of JSON data (see :func:`json_safe`)."""
-    safe, fast = json_safe(record)
+def canonical(record: Mapping[str, Any], *, safe: bool = False) -> bytes:
+    """The JCS bytes of a record (any value; non-JSON parts become markers).
+
+    ``safe=True`` promises the record is already JSON data that takes the fast
+    path (as :func:`decision_event` and :func:`outcome_event` build them): it
+    is encoded directly, and walked only if the encoder refuses it.
+    """
+    if safe:
+        try:
+            return _ENC.encode(record)
+        except (TypeError, ValueError, UnicodeEncodeError, msgspec.EncodeError):
+            pass  # e.g. a lone surrogate in a reason: take the careful path
+    clean, fast = json_safe(record)
     if fast:
-        return _ENC.encode(safe)
-    return bytes(rfc8785.dumps(safe))
+        return _ENC.encode(clean)
+    return bytes(rfc8785.dumps(clean))
 
 
 def digest_output(result: Any) -> dict[str, Any] | None:
@@ -165,24 +194,34 @@ def decision_event(
     decision_id: str,
     action: Any,
     decision: Any,
-) -> dict[str, Any]:
-    """A ``warden.decision/v1`` record without its ``seq`` (the store assigns it)."""
+    args: Mapping[str, Any] | None = None,
+) -> tuple[dict[str, Any], bool]:
+    """A ``warden.decision/v1`` record without its ``seq`` (the store assigns it).
+
+    ``args`` overrides ``action.args`` (the sink passes the copy it took).
+
+    Returns the record and whether it is safe for the fast encoder (see
+    :func:`canonical`): only the arguments and agent attributes can hold
+    values that need the slow path.
+    """
     agent = action.agent
     redact = frozenset(
         o.removeprefix("redact:args.") for o in decision.obligations if o.startswith("redact:args.")
     )
-    args = _redact(action.args, redact) if redact else dict(action.args)
-    return {
+    raw = action.args if args is None else args
+    safe_args, fast_args = json_safe(_redact(raw, redact) if redact else raw)
+    who, fast_agent = json_safe(
+        {"id": agent.get("id"), "trust": agent.get("trust"), "ring": agent.get("ring")}
+        if agent
+        else None
+    )
+    record = {
         "type": DECISION_V1,
         "time": rfc3339(t),
         "id": decision_id,
-        "agent": (
-            {"id": agent.get("id"), "trust": agent.get("trust"), "ring": agent.get("ring")}
-            if agent
-            else None
-        ),
+        "agent": who,
         "session": action.session,
-        "action": {"kind": action.kind, "tool": action.tool, "args": args},
+        "action": {"kind": action.kind, "tool": action.tool, "args": safe_args},
         "decision": {
             "effect": decision.effect.value,
             "rules": list(decision.rules),
@@ -193,6 +232,7 @@ def decision_event(
         "approval": decision.approval_id,
         "elapsed_ns": decision.elapsed_ns,
     }
+    return record, fast_args and fast_agent
 
 
 def outcome_event(
@@ -204,13 +244,14 @@ def outcome_event(
     duration_ns: int,
     result: Any = None,
     error: BaseException | None = None,
-) -> dict[str, Any]:
-    """A ``warden.outcome/v1`` record without its ``seq``."""
-    return {
+) -> tuple[dict[str, Any], bool]:
+    """A ``warden.outcome/v1`` record without its ``seq``, and whether it is fast-path safe."""
+    agent_id, fast = json_safe(action.agent.get("id") if action.agent else None)
+    record = {
         "type": OUTCOME_V1,
         "time": rfc3339(t),
         "decision": decision_id,
-        "agent": action.agent.get("id") if action.agent else None,
+        "agent": agent_id,
         "session": action.session,
         "tool": action.tool,
         "status": status,
@@ -222,3 +263,4 @@ def outcome_event(
             else None
         ),
     }
+    return record, fast

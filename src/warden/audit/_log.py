@@ -20,8 +20,6 @@ import weakref
 from pathlib import Path
 from typing import Any, Final
 
-import msgspec
-
 from warden.audit._checkpoint import (
     Checkpoint,
     NoteSigner,
@@ -38,6 +36,8 @@ __all__ = ["AuditLog"]
 _DECISION: Final = 0
 _OUTCOME: Final = 1
 _RAW: Final = 2
+_FLUSH: Final = 3
+_IDLE_POLL: Final = 0.1
 
 
 class AuditLog:
@@ -59,7 +59,12 @@ class AuditLog:
         self.path = Path(path)
         self.store = AuditStore(self.path)
         origin = self.store.origin
-        key_file = Path(key_path) if key_path is not None else self.path.with_name("audit-key.pem")
+        key_file = (
+            Path(key_path)
+            if key_path is not None
+            else self.path.with_name(self.path.stem + "-key.pem")
+        )
+        _refuse_shared_key(key_file, origin)
         self.signer = NoteSigner(origin, load_or_create_key(key_file, origin))
         vkey = self.signer.verifier.to_string()
         known = self.store.meta("verifier")
@@ -77,8 +82,6 @@ class AuditLog:
         self.clock = clock
         self._queue: collections.deque[tuple[Any, ...]] = collections.deque()
         self._cond = threading.Condition()
-        self._appended = 0
-        self._committed = 0
         self._urgent = False
         self._closing = False
         self._error: BaseException | None = None
@@ -94,23 +97,26 @@ class AuditLog:
 
     # --- appending (the decision path) ------------------------------------------------------
 
-    def _put(self, item: tuple[Any, ...]) -> None:
-        with self._cond:
-            if self._error is not None:
-                raise AuditError(f"the audit log writer failed: {self._error}")
-            if self._closing:
-                raise AuditError("the audit log is closed")
-            if len(self._queue) >= self.max_queue:
-                raise AuditError(f"the audit queue is full ({self.max_queue} records waiting)")
-            self._queue.append(item)
-            self._appended += 1
-            if len(self._queue) >= self.batch_size:
+    def _put(self, item: tuple[Any, ...], *, bounded: bool = True) -> None:
+        # No lock on the fast path: deque.append is atomic, and the writer is woken only
+        # when the queue turns non-empty (it holds the lock between its emptiness check
+        # and its wait, so that wake-up cannot be lost) or reaches a full batch.
+        if self._error is not None:
+            raise AuditError(f"the audit log writer failed: {self._error}")
+        if self._closing:
+            raise AuditError("the audit log is closed")
+        queue = self._queue
+        if bounded and len(queue) >= self.max_queue:
+            raise AuditError(f"the audit queue is full ({self.max_queue} records waiting)")
+        queue.append(item)
+        n = len(queue)
+        if n in (1, self.batch_size):
+            with self._cond:
                 self._cond.notify()
 
     def record(self, action: Any, decision: Any) -> None:
-        """DecisionSink: queue a ``warden.decision/v1`` record."""
-        snap = msgspec.structs.replace(action, args=dict(action.args))
-        self._put((_DECISION, self.clock(), snap, decision))
+        """DecisionSink: queue a ``warden.decision/v1`` record (arguments copied shallowly)."""
+        self._put((_DECISION, self.clock(), action, dict(action.args), decision))
 
     def record_outcome(
         self,
@@ -128,21 +134,19 @@ class AuditLog:
         """Queue a record of another type (it must carry a ``type``; ``seq`` is assigned)."""
         if not isinstance(record.get("type"), str) or "seq" in record:
             raise AuditError("a record needs a string `type` and no `seq`")
-        self._put((_RAW, record))
+        self._put((_RAW, dict(record)))
 
     def flush(self, timeout: float | None = 30.0) -> int:
         """Wait until every record appended before this call is durable; return the log size."""
+        done = threading.Event()
+        self._put((_FLUSH, done), bounded=False)  # a flush must be able to wait out a full queue
         with self._cond:
-            target = self._appended
             self._urgent = True
             self._cond.notify_all()
-            ok = self._cond.wait_for(
-                lambda: self._committed >= target or self._error is not None, timeout
-            )
-            if self._error is not None:
-                raise AuditError(f"the audit log writer failed: {self._error}")
-            if not ok:
-                raise AuditError(f"audit flush timed out after {timeout} s")
+        if not done.wait(timeout):
+            raise AuditError(f"audit flush timed out after {timeout} s")
+        if self._error is not None:
+            raise AuditError(f"the audit log writer failed: {self._error}")
         return self.store.size()
 
     # --- checkpoints ------------------------------------------------------------------------
@@ -162,11 +166,13 @@ class AuditLog:
 
     # --- the writer -------------------------------------------------------------------------
 
-    def _build(self, item: tuple[Any, ...]) -> dict[str, Any]:
+    def _build(self, item: tuple[Any, ...]) -> tuple[dict[str, Any], bool]:
         kind = item[0]
         if kind == _DECISION:
-            _, t, action, decision = item
-            return decision_event(t=t, decision_id=decision.id, action=action, decision=decision)
+            _, t, action, args, decision = item
+            return decision_event(
+                t=t, decision_id=decision.id, action=action, decision=decision, args=args
+            )
         if kind == _OUTCOME:
             _, t, action, decision, status, duration, result, error = item
             return outcome_event(
@@ -179,38 +185,74 @@ class AuditLog:
                 error=error,
             )
         record: dict[str, Any] = item[1]
-        return record
+        return record, False
+
+    def _build_safely(self, item: tuple[Any, ...]) -> tuple[dict[str, Any], bool]:
+        """Build a record; one that cannot be built still leaves a record, never a dead writer."""
+        try:
+            return self._build(item)
+        except Exception as exc:  # noqa: BLE001 - e.g. a __repr__ or a Mapping that raises
+            why = f"{type(exc).__name__} while building the record"
+            if item[0] == _DECISION:
+                _, t, action, _args, decision = item
+                return decision_event(
+                    t=t,
+                    decision_id=decision.id,
+                    action=action,
+                    decision=decision,
+                    args={"unrecordable": why},
+                )
+            if item[0] == _OUTCOME:
+                _, t, action, decision, status, duration, _result, _error = item
+                return outcome_event(
+                    t=t,
+                    decision_id=decision.id,
+                    action=action,
+                    status=status,
+                    duration_ns=duration,
+                    result={"unrecordable": why},
+                )
+            return {"type": "warden.unrecordable/v1", "reason": why}, True
 
     def _run(self) -> None:
+        queue = self._queue
         while True:
             with self._cond:
-                while not self._queue and not self._closing:
-                    self._cond.wait()
-                if not self._queue and self._closing:
+                while not queue and not self._closing:
+                    # The timeout covers the rare lost wake-up of the lock-free _put (two
+                    # threads appending to an empty queue at once both see a length of 2).
+                    self._cond.wait(_IDLE_POLL)
+                if not queue and self._closing:
                     return
                 deadline = time.monotonic() + self.batch_interval
-                while len(self._queue) < self.batch_size and not self._closing and not self._urgent:
+                while len(queue) < self.batch_size and not self._closing and not self._urgent:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         break
                     self._cond.wait(remaining)
-                take = min(self.batch_size, len(self._queue))
-                items = [self._queue.popleft() for _ in range(take)]
-                if not self._queue:
-                    self._urgent = False
+                self._urgent = False
+            # Group commit: when the writer is behind, one fsync covers up to ten batches'
+            # worth of records instead of falling further behind.
+            take = min(self.batch_size * 10, len(queue))
+            items = [queue.popleft() for _ in range(take)]
+            flushes = [it[1] for it in items if it[0] == _FLUSH]
             try:
-                self.store.append_batch([self._build(it) for it in items])
-                size = self.store.size()
-                if self.checkpoint_every and size - self._last_checkpoint >= self.checkpoint_every:
-                    self._sign_now()
+                built = [self._build_safely(it) for it in items if it[0] != _FLUSH]
+                if built:
+                    self.store.append_batch([r for r, _ in built], [f for _, f in built])
+                    size = self.store.size()
+                    if self.checkpoint_every and (
+                        size - self._last_checkpoint >= self.checkpoint_every
+                    ):
+                        self._sign_now()
             except BaseException as exc:  # noqa: BLE001 - reported to every appender and flusher
-                with self._cond:
-                    self._error = exc
-                    self._cond.notify_all()
+                self._error = exc
+                for it in (*items, *queue):
+                    if it[0] == _FLUSH:
+                        it[1].set()
                 return
-            with self._cond:
-                self._committed += len(items)
-                self._cond.notify_all()
+            for done in flushes:
+                done.set()
 
     def close(self) -> None:
         """Flush, write a final checkpoint, stop the writer and close the file."""
@@ -235,6 +277,25 @@ class AuditLog:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _refuse_shared_key(key_file: Path, origin: str) -> None:
+    """One signing key file serves one log: its ``.pub`` names the log it signs for."""
+    pub = key_file.with_suffix(".pub")
+    try:
+        text = pub.read_text().strip()
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise AuditError(f"{pub}: cannot read ({exc.strerror})") from None
+    try:
+        name = NoteVerifier.from_string(text).name
+    except Exception:  # noqa: BLE001 - a damaged .pub is rewritten from the private key
+        return
+    if name != origin:
+        raise AuditError(
+            f"{key_file} already signs for `{name}`; give this log (`{origin}`) its own key_path"
+        )
 
 
 _OPEN: weakref.WeakSet[AuditLog] = weakref.WeakSet()

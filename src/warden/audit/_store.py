@@ -26,7 +26,7 @@ from warden.audit._merkle import (
     node_hash,
     root_from_nodes,
 )
-from warden.errors import AuditError
+from warden.errors import AuditError, LogIntegrityError
 
 __all__ = ["SCHEMA_VERSION", "AuditStore", "Batch"]
 
@@ -61,6 +61,20 @@ CREATE TABLE IF NOT EXISTS meta (
 );
 """
 
+
+def _blob(value: object, what: str) -> bytes:
+    """A stored BLOB, or LogIntegrityError (never ``bytes(<int>)``: that allocates n zeros)."""
+    if type(value) is not bytes:
+        raise LogIntegrityError(f"{what}: stored value is a {type(value).__name__}, not bytes")
+    return value
+
+
+def _int(value: object, what: str) -> int:
+    if type(value) is not int:
+        raise LogIntegrityError(f"{what}: stored value is a {type(value).__name__}, not an integer")
+    return value
+
+
 Batch = tuple[int, int, int, bytes, bytes]
 """A batch row: (id, first_seq, count, digest, root)."""
 
@@ -79,7 +93,9 @@ class AuditStore:
             if readonly:
                 if not self.path.is_file():
                     raise AuditError(f"{self.path}: no audit log here")
-                uri = f"file:{self.path}?mode=ro"
+                # as_uri percent-encodes `#`, `?` and `%`, which a plain `file:` URI
+                # would read as the fragment, the query or an escape
+                uri = self.path.absolute().as_uri() + "?mode=ro"
                 self._db = sqlite3.connect(
                     uri, uri=True, isolation_level=None, check_same_thread=False, timeout=30.0
                 )
@@ -141,8 +157,13 @@ class AuditStore:
 
     # --- writing ----------------------------------------------------------------------------
 
-    def append_batch(self, records: Sequence[Mapping[str, Any]]) -> tuple[int, int]:
-        """Commit ``records`` as one batch; return (first seq, new size). Durable on return."""
+    def append_batch(
+        self, records: Sequence[Mapping[str, Any]], safe: Sequence[bool] | None = None
+    ) -> tuple[int, int]:
+        """Commit ``records`` as one batch; return (first seq, new size). Durable on return.
+
+        ``safe[i]`` marks records already known to be fast-path JSON (see ``canonical``).
+        """
         if not records:
             return self.size(), self.size()
         with write_transaction(self._db, self._lock) as db:
@@ -165,7 +186,7 @@ class AuditStore:
                     ).fetchone()
                 if r is None:
                     raise AuditError(f"{self.path}: missing Merkle node ({level}, {idx})")
-                value = bytes(r[0])
+                value = _blob(r[0], f"node ({level}, {idx})")
                 cache[(level, idx)] = value
                 return value
 
@@ -174,7 +195,11 @@ class AuditStore:
             digest = hashlib.sha256()
             for i, rec in enumerate(records):
                 seq = first + i
-                data = canonical({**rec, "seq": seq})
+                fast = bool(safe and safe[i])
+                # the writer's own records are fresh dicts: set seq in place (no copy)
+                full = rec if fast and isinstance(rec, dict) else {**rec}
+                full["seq"] = seq
+                data = canonical(full, safe=fast)
                 leaf = leaf_hash(data)
                 digest.update(leaf)
                 rows.append((seq, leaf, data, batch_id))
@@ -221,7 +246,7 @@ class AuditStore:
                 ).fetchone()
         if r is None:
             raise AuditError(f"{self.path}: missing Merkle node ({level}, {idx})")
-        return bytes(r[0])
+        return _blob(r[0], f"node ({level}, {idx})")
 
     def root(self, size: int | None = None) -> bytes:
         """The tree root at ``size`` (default: now), from O(log n) stored nodes."""
@@ -233,7 +258,7 @@ class AuditStore:
             r = self._db.execute("SELECT data FROM entries WHERE seq = ?", (seq,)).fetchone()
         if r is None:
             raise AuditError(f"no audit record {seq}")
-        return bytes(r[0])
+        return _blob(r[0], f"entry {seq}")
 
     def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
         n = self.size() if size is None else size
@@ -243,8 +268,10 @@ class AuditStore:
         n = self.size() if new_size is None else new_size
         return consistency_proof(old_size, n, self.get_node)
 
-    def scan(self, start: int = 0, chunk: int = 4096) -> Iterator[tuple[int, bytes, bytes, int]]:
-        """(seq, leaf, data, batch) in seq order, read in chunks (never the whole log)."""
+    def scan_chunks(
+        self, start: int = 0, chunk: int = 8192
+    ) -> Iterator[list[tuple[int, bytes, bytes, int]]]:
+        """Lists of (seq, leaf, data, batch) rows in seq order (never the whole log at once)."""
         nxt = start
         while True:
             with self._lock:
@@ -255,9 +282,13 @@ class AuditStore:
                 ).fetchall()
             if not rows:
                 return
-            for seq, leaf, data, batch in rows:
-                yield int(seq), bytes(leaf), bytes(data), int(batch)
-            nxt = int(rows[-1][0]) + 1
+            yield rows
+            nxt = rows[-1][0] + 1
+
+    def scan(self, start: int = 0, chunk: int = 8192) -> Iterator[tuple[int, bytes, bytes, int]]:
+        """(seq, leaf, data, batch) in seq order, read in chunks."""
+        for rows in self.scan_chunks(start, chunk):
+            yield from rows
 
     def node_rows(self, level: int, start: int, limit: int) -> list[tuple[int, bytes]]:
         """Stored nodes of one level (>= 1) from index ``start``, in index order."""
@@ -266,7 +297,7 @@ class AuditStore:
                 "SELECT idx, hash FROM nodes WHERE level = ? AND idx >= ? ORDER BY idx LIMIT ?",
                 (level, start, limit),
             ).fetchall()
-        return [(int(i), bytes(h)) for i, h in rows]
+        return [(_int(i, "node"), _blob(h, f"node ({level}, {i})")) for i, h in rows]
 
     def batches(self) -> Iterator[Batch]:
         nxt = 0
@@ -280,7 +311,14 @@ class AuditStore:
             if not rows:
                 return
             for r in rows:
-                yield int(r[0]), int(r[1]), int(r[2]), bytes(r[3]), bytes(r[4])
+                what = f"batch {r[0]}"
+                yield (
+                    _int(r[0], what),
+                    _int(r[1], what),
+                    _int(r[2], what),
+                    _blob(r[3], what),
+                    _blob(r[4], what),
+                )
             nxt = int(rows[-1][0]) + 1
 
     def checkpoints(self) -> list[tuple[int, str]]:
@@ -295,14 +333,68 @@ class AuditStore:
             ).fetchone()
         return None if r is None else (int(r[0]), str(r[1]))
 
-    def query(
-        self, where: str, params: Sequence[Any], limit: int, newest: bool
-    ) -> list[tuple[int, bytes]]:
-        """Records whose JSON matches ``where`` (SQLite json_extract over ``data``)."""
-        order = "DESC" if newest else "ASC"
-        with self._lock:
-            rows = self._db.execute(
-                f"SELECT seq, data FROM entries WHERE {where} ORDER BY seq {order} LIMIT ?",
-                (*params, limit),
-            ).fetchall()
-        return [(int(s), bytes(d)) for s, d in rows]
+    def select_records(
+        self,
+        *,
+        record_type: str | None = None,
+        agent: str | None = None,
+        session: str | None = None,
+        tool: str | None = None,
+        effect: str | None = None,
+        since: str | None = None,
+        newest: bool = False,
+        chunk: int = 512,
+    ) -> Iterator[tuple[int, bytes]]:
+        """(seq, record bytes) of the records whose fields equal the given values.
+
+        Oldest first, or newest first with ``newest``; read in chunks, never the
+        whole log. ``agent`` is the agent id (``agent.id`` in a decision, ``agent``
+        in an outcome), ``tool`` is ``action.tool`` or ``tool``, ``effect`` is
+        ``decision.effect`` (so only decisions have one), ``since`` an RFC 3339 UTC
+        time compared as text (record times are fixed-width UTC). The SQL is made
+        of the constant fragments in ``_FILTERS`` only; every value is a bound
+        parameter. A record that is not valid JSON matches no filter.
+        """
+        given = {
+            "type": record_type,
+            "agent": agent,
+            "session": session,
+            "tool": tool,
+            "effect": effect,
+            "since": since,
+        }
+        terms = [_FILTERS[name] for name, value in given.items() if value is not None]
+        params = [value for value in given.values() if value is not None]
+        where = "seq < ?" if newest else "seq > ?"
+        if terms:
+            where += f" AND CASE WHEN json_valid({_TEXT}) THEN {' AND '.join(terms)} ELSE 0 END"
+        sql = (
+            f"SELECT seq, data FROM entries WHERE {where} "
+            f"ORDER BY seq {'DESC' if newest else 'ASC'} LIMIT ?"
+        )
+        cursor = self.size() if newest else -1
+        while True:
+            with self._lock:
+                rows = self._db.execute(sql, (cursor, *params, chunk)).fetchall()
+            for seq, data in rows:
+                yield int(seq), data if isinstance(data, bytes) else str(data).encode()
+            if len(rows) < chunk:
+                return
+            cursor = int(rows[-1][0])
+
+
+_TEXT: Final = "CAST(data AS TEXT)"
+_FILTERS: Final = {
+    "type": f"json_extract({_TEXT}, '$.type') = ?",
+    "agent": (
+        f"(CASE json_type({_TEXT}, '$.agent') WHEN 'object' "
+        f"THEN json_extract({_TEXT}, '$.agent.id') ELSE json_extract({_TEXT}, '$.agent') END) = ?"
+    ),
+    "session": f"json_extract({_TEXT}, '$.session') = ?",
+    "tool": (
+        f"COALESCE(json_extract({_TEXT}, '$.action.tool'), json_extract({_TEXT}, '$.tool')) = ?"
+    ),
+    "effect": f"json_extract({_TEXT}, '$.decision.effect') = ?",
+    "since": f"json_extract({_TEXT}, '$.time') >= ?",
+}
+"""SQL conditions over one stored record, for :meth:`AuditStore.select_records`."""

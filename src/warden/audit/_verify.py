@@ -2,16 +2,16 @@
 
 One pass over the entries in ``seq`` order (chunked reads, O(log n) memory)
 re-hashes every record, checks its position, folds it into a compact range,
-and checks every batch's digest and root and every stored checkpoint as the
-stream reaches their sizes. A second pass checks every stored Merkle node
-against its children, so that proofs served later are sound. The first
-problem raises; nothing is repaired or skipped.
+checks every Merkle node it completes against the stored one (so proofs
+served later are sound), and checks every batch's digest and root and every
+stored checkpoint as the stream reaches their sizes. The first problem
+raises; nothing is repaired or skipped.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,15 +19,15 @@ import msgspec
 
 from warden.audit._checkpoint import Checkpoint, NoteVerifier, parse_checkpoint
 from warden.audit._events import DECISION_V1, OUTCOME_V1
-from warden.audit._merkle import (
-    CompactRange,
-    consistency_proof,
-    leaf_hash,
-    node_hash,
-    verify_consistency,
-)
+from warden.audit._merkle import EMPTY_ROOT, consistency_proof, node_hash, verify_consistency
 from warden.audit._store import AuditStore
-from warden.errors import CheckpointError, LogIntegrityError, VerificationError
+from warden.errors import (
+    AuditError,
+    CheckpointError,
+    ConfigurationError,
+    LogIntegrityError,
+    VerificationError,
+)
 
 __all__ = ["VerifyReport", "trusted_verifier", "verify_log"]
 
@@ -60,7 +60,10 @@ def trusted_verifier(store: AuditStore, key: str | Path | None) -> tuple[NoteVer
 
     A log whose recorded key differs from the trusted key was re-signed: CheckpointError.
     """
-    recorded = store.meta("verifier")
+    try:
+        recorded = store.meta("verifier")
+    except sqlite3.DatabaseError as exc:
+        raise AuditError(f"{store.path}: not a readable audit log ({exc})") from None
     source = ""
     text: str | None = None
     if key is not None:
@@ -77,13 +80,13 @@ def trusted_verifier(store: AuditStore, key: str | Path | None) -> tuple[NoteVer
         raise CheckpointError("no key to verify checkpoints with; pass --key")
     try:
         verifier = NoteVerifier.from_string(text)
-    except (CheckpointError, ValueError) as exc:
+    except (CheckpointError, ConfigurationError, ValueError) as exc:
         raise CheckpointError(f"{source}: not a verifier key ({exc})") from None
     if recorded is not None and recorded != verifier.to_string():
+        shown = "+".join(recorded.split("+")[:2])
         raise CheckpointError(
-            f"the log records key `{recorded.split('+')[0]}+{recorded.split('+')[1]}`, "
-            f"but the trusted key ({source}) is `{verifier.name}+{verifier.key_id.hex()}`: "
-            "the log was re-signed",
+            f"the log records key `{shown}`, but the trusted key ({source}) is "
+            f"`{verifier.name}+{verifier.key_id.hex()}`: the log was re-signed",
             expected=verifier.to_string(),
             found=recorded,
         )
@@ -102,8 +105,16 @@ def verify_log(
 ) -> VerifyReport:
     """Verify ``store`` completely; raise a VerificationError subclass at the first problem.
 
-    ``earlier`` is a signed checkpoint kept elsewhere; the log must extend it.
+    ``earlier`` is a signed checkpoint kept elsewhere; the log must extend it. A file that
+    SQLite cannot read (garbage, a malformed page, a missing table) raises AuditError.
     """
+    try:
+        return _verify_log(store, verifier, earlier)
+    except sqlite3.DatabaseError as exc:
+        raise AuditError(f"{store.path}: not a readable audit log ({exc})") from None
+
+
+def _verify_log(store: AuditStore, verifier: NoteVerifier, earlier: str | None) -> VerifyReport:
     origin = store.origin
     stored_cps: dict[int, Checkpoint] = {}
     for size, note in store.checkpoints():
@@ -128,74 +139,88 @@ def verify_log(
     for cp in (*stored_cps.values(), *([extends] if extends else [])):
         wanted.setdefault(cp.size, []).append(cp)
 
-    cr = CompactRange()
-    _check_roots(wanted, 0, cr.root())
+    nodes = _NodeChecker(store)
+    sha = hashlib.sha256
+    stack: list[bytes] = []  # the compact range: one perfect subtree per set bit of size
+    _check_roots(wanted, 0, _root(stack))
     batches = store.batches()
     batch = next(batches, None)
     nbatches = 0
     in_batch = 0
-    digest = hashlib.sha256()
+    digest = sha()
     expected = 0
-    for seq, leaf, data, bid in store.scan():
-        if seq != expected:
-            raise LogIntegrityError(
-                f"entry {expected}: missing (the next stored entry is {seq})",
-                index=expected,
-                expected=expected,
-                found=seq,
-            )
-        computed = leaf_hash(data)
-        if computed != leaf:
-            raise LogIntegrityError(
-                f"entry {seq}: leaf hash does not match the record",
-                index=seq,
-                expected=_hex(computed),
-                found=_hex(leaf),
-            )
-        try:
-            head = _decode_head(data)
-        except msgspec.DecodeError as exc:
-            raise LogIntegrityError(
-                f"entry {seq}: record is not a valid record ({exc})", index=seq
-            ) from None
-        if head.seq != seq:
-            raise LogIntegrityError(
-                f"entry {seq}: the record says it is entry {head.seq} (moved or swapped)",
-                index=seq,
-                expected=seq,
-                found=head.seq,
-            )
-        if batch is None or not batch[1] <= seq < batch[1] + batch[2] or bid != batch[0]:
-            raise LogIntegrityError(
-                f"entry {seq}: not covered by its batch record",
-                index=seq,
-                expected=batch[0] if batch else None,
-                found=bid,
-            )
-        cr.append(leaf)
-        digest.update(leaf)
-        in_batch += 1
-        expected += 1
-        if in_batch == batch[2]:
-            _end_batch(batch, digest.digest(), cr.root(), expected)
-            nbatches += 1
-            batch = next(batches, None)
-            in_batch = 0
-            digest = hashlib.sha256()
-            if batch is not None and batch[1] != expected:
+    for rows in store.scan_chunks():
+        for seq, leaf, data, bid in rows:
+            if type(data) is not bytes or type(leaf) is not bytes or type(bid) is not int:
                 raise LogIntegrityError(
-                    f"batch {batch[0]} starts at entry {batch[1]}, expected {expected}",
+                    f"entry {expected}: a stored value has the wrong type", index=expected
+                )
+            if seq != expected:
+                raise LogIntegrityError(
+                    f"entry {expected}: missing (the next stored entry is {seq})",
                     index=expected,
                     expected=expected,
-                    found=batch[1],
+                    found=seq,
                 )
-        if expected in wanted:
-            _check_roots(wanted, expected, cr.root())
+            computed = sha(b"\x00" + data).digest()
+            if computed != leaf:
+                raise LogIntegrityError(
+                    f"entry {seq}: leaf hash does not match the record",
+                    index=seq,
+                    expected=_hex(computed),
+                    found=_hex(leaf),
+                )
+            try:
+                head = _decode_head(data)
+            except msgspec.DecodeError as exc:
+                raise LogIntegrityError(
+                    f"entry {seq}: record is not a valid record ({exc})", index=seq
+                ) from None
+            if head.seq != seq:
+                raise LogIntegrityError(
+                    f"entry {seq}: the record says it is entry {head.seq} (moved or swapped)",
+                    index=seq,
+                    expected=seq,
+                    found=head.seq,
+                )
+            if batch is None or bid != batch[0] or not batch[1] <= seq < batch[1] + batch[2]:
+                raise LogIntegrityError(
+                    f"entry {seq}: not covered by its batch record",
+                    index=seq,
+                    expected=batch[0] if batch else None,
+                    found=bid,
+                )
+            # fold the leaf in; every perfect subtree it completes must be the stored node
+            h = leaf
+            level = 0
+            while expected >> level & 1:
+                h = sha(b"\x01" + stack.pop() + h).digest()
+                level += 1
+                nodes.expect(level, expected >> level, h)
+            stack.append(h)
+            digest.update(leaf)
+            in_batch += 1
+            expected += 1
+            if in_batch == batch[2]:
+                _end_batch(batch, digest.digest(), _root(stack), expected)
+                nbatches += 1
+                batch = next(batches, None)
+                in_batch = 0
+                digest = sha()
+                if batch is not None and batch[1] != expected:
+                    raise LogIntegrityError(
+                        f"batch {batch[0]} starts at entry {batch[1]}, expected {expected}",
+                        index=expected,
+                        expected=expected,
+                        found=batch[1],
+                    )
+            if expected in wanted:
+                _check_roots(wanted, expected, _root(stack))
     size = expected
     if batch is not None:
         raise LogIntegrityError(
             f"batch {batch[0]} covers entries {batch[1]}..{batch[1] + batch[2] - 1} but the log "
-            f"ends at entry {size - 1} (truncated, or a torn batch)",
+            f"has {size} entries (truncated, or a torn batch)",
             index=size,
             expected=batch[1] + batch[2],
             found=size,
@@ -208,8 +233,8 @@ def verify_log(
             expected=max(beyond),
             found=size,
         )
-    root = cr.root()
-    nodes = _verify_nodes(store, size)
+    root = _root(stack)
+    checked = nodes.finish(size)
     if extends is not None and extends.size <= size:
         proof = consistency_proof(extends.size, size, store.get_node)
         try:
@@ -220,7 +245,7 @@ def verify_log(
                 expected=exc.expected,
                 found=exc.found,
             ) from None
-    return VerifyReport(size, root, nbatches, len(stored_cps), nodes, extends, verifier.name)
+    return VerifyReport(size, root, nbatches, len(stored_cps), checked, extends, verifier.name)
 
 
 def _check_roots(wanted: dict[int, list[Checkpoint]], size: int, root: bytes) -> None:
@@ -257,55 +282,70 @@ def _end_batch(
         )
 
 
-def _level_rows(store: AuditStore, level: int) -> Iterator[tuple[int, bytes]]:
-    if level == 0:
-        for seq, leaf, _, _ in store.scan():
-            yield seq, leaf
-        return
-    nxt = 0
-    while True:
-        rows = store.node_rows(level, nxt, 8192)
-        if not rows:
-            return
-        yield from rows
-        nxt = rows[-1][0] + 1
+def _root(stack: list[bytes]) -> bytes:
+    if not stack:
+        return EMPTY_ROOT
+    h = stack[-1]
+    for left in reversed(stack[:-1]):
+        h = node_hash(left, h)
+    return h
 
 
-def _verify_nodes(store: AuditStore, size: int) -> int:
-    """Check every stored node equals the hash of its two children; return how many."""
-    checked = 0
-    level = 1
-    while size >> level:
-        children = _level_rows(store, level - 1)
-        count = 0
-        for idx, h in _level_rows(store, level):
-            if idx != count:
-                raise LogIntegrityError(
-                    f"Merkle node ({level}, {count}) is missing", expected=count, found=idx
-                )
-            left = next(children, None)
-            right = next(children, None)
-            if left is None or right is None:
-                raise LogIntegrityError(f"Merkle node ({level}, {idx}) has no children")
-            want = node_hash(left[1], right[1])
-            if want != h:
-                raise LogIntegrityError(
-                    f"Merkle node ({level}, {idx}) does not match its children",
-                    expected=_hex(want),
-                    found=_hex(h),
-                )
-            count += 1
-        if count != size >> level:
+class _NodeChecker:
+    """Compares the nodes a verifier recomputes with the stored ones, one cursor per level.
+
+    Nodes of one level complete in index order, so each level is one streaming
+    read; memory is one chunk per level (O(log n) chunks).
+    """
+
+    def __init__(self, store: AuditStore) -> None:
+        self.store = store
+        self.pending: dict[int, list[tuple[int, bytes]]] = {}
+        self.next_idx: dict[int, int] = {}
+        self.count = 0
+
+    def _row(self, level: int) -> tuple[int, bytes] | None:
+        buf = self.pending.get(level)
+        if not buf:
+            start = self.next_idx.get(level, 0)
+            buf = self.store.node_rows(level, start, 8192)
+            buf.reverse()
+            self.pending[level] = buf
+            if not buf:
+                return None
+        row = buf.pop()
+        self.next_idx[level] = row[0] + 1
+        return row
+
+    def expect(self, level: int, idx: int, h: bytes) -> None:
+        row = self._row(level)
+        if row is None or row[0] != idx:
             raise LogIntegrityError(
-                f"level {level} of the tree has {count} nodes, expected {size >> level}",
-                expected=size >> level,
-                found=count,
+                f"Merkle node ({level}, {idx}) is missing from the store",
+                expected=idx,
+                found=None if row is None else row[0],
             )
-        checked += count
-        level += 1
-    if store.node_rows(level, 0, 1):
-        raise LogIntegrityError(f"the tree has nodes at level {level}, beyond its size {size}")
-    return checked
+        if row[1] != h:
+            raise LogIntegrityError(
+                f"Merkle node ({level}, {idx}) does not match its leaves",
+                expected=_hex(h),
+                found=_hex(row[1]),
+            )
+        self.count += 1
+
+    def finish(self, size: int) -> int:
+        """Check no stored node lies beyond the tree; return how many nodes were checked."""
+        level = 1
+        while size >> level or self.store.node_rows(level, 0, 1):
+            extra = self.store.node_rows(level, size >> level, 1)
+            if extra:
+                raise LogIntegrityError(
+                    f"Merkle node ({level}, {extra[0][0]}) lies beyond the log's {size} entries",
+                    expected=size >> level,
+                    found=extra[0][0],
+                )
+            level += 1
+        return self.count
 
 
 def open_for_verify(path: str | Path) -> AuditStore:

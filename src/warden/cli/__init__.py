@@ -34,11 +34,13 @@ def cli() -> None:
 
 def _register() -> None:
     from warden.cli.approvals import approvals
+    from warden.cli.audit import audit
     from warden.cli.demo import demo
     from warden.cli.policy import policy
 
     cli.add_command(policy)
     cli.add_command(approvals)
+    cli.add_command(audit)
     cli.add_command(demo)
 
 

@@ -8,6 +8,7 @@ model), so the run is offline, deterministic and takes a second.
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from importlib import resources
@@ -17,6 +18,7 @@ from typing import Any
 import click
 
 from warden.action import Decision, Effect
+from warden.audit import open_for_verify, trusted_verifier, verify_log
 from warden.errors import ActionBlocked, ApprovalRequired, SelfApprovalError
 from warden.governor import DecisionLog, Governor
 
@@ -47,7 +49,7 @@ def demo(home: str | None) -> None:
     from rich.table import Table
 
     console = Console(
-        highlight=False, emoji=False, width=max(100, shutil.get_terminal_size((100, 24)).columns)
+        highlight=False, emoji=False, width=max(110, shutil.get_terminal_size((110, 24)).columns)
     )
     tmp = None if home else tempfile.mkdtemp(prefix="warden-demo-")
     state = Path(home or tmp or ".")
@@ -145,14 +147,15 @@ def demo(home: str | None) -> None:
 
         console.print("\n[bold]the decision log[/bold]")
         table = Table(show_lines=False)
-        for col in ("#", "session", "tool", "args", "effect", "rules", "µs"):
-            table.add_column(col, no_wrap=col != "args", overflow="fold")
+        for col in ("#", "tool", "args", "effect", "rules", "µs"):
+            table.add_column(
+                col, no_wrap=col != "args", overflow="fold", min_width=24 if col == "args" else None
+            )
         for i, (_, action, d) in enumerate(log.entries, 1):
             args = ", ".join(f"{k}={v!r}" for k, v in action.args.items())
             args = args if len(args) <= 40 else args[:37] + "..."
             table.add_row(
                 str(i),
-                action.session or "-",
                 action.tool,
                 args,
                 f"[{_STYLE[d.effect]}]{d.effect.value}[/]",
@@ -166,6 +169,36 @@ def demo(home: str | None) -> None:
             f"{counts[Effect.DENY]} denied, {counts[Effect.REQUIRE_APPROVAL]} waited "
             "for a human. Nothing the policy denied ran."
         )
+
+        console.print("\n[bold]the audit log[/bold]")
+        audit = gov.audit
+        assert audit is not None
+        note = audit.checkpoint()
+        audit.close()
+        store = open_for_verify(audit.path)
+        verifier, _ = trusted_verifier(store, None)
+        report = verify_log(store, verifier, earlier=note)
+        kinds: dict[str, int] = {}
+        for _, _, data, _ in store.scan():
+            kind = json.loads(data)["type"]
+            kinds[kind] = kinds.get(kind, 0) + 1
+        store.close()
+        summary = ", ".join(f"{n} {k}" for k, n in kinds.items())
+        console.print(f"  {report.size} records ({summary}) in {audit.path}", markup=False)
+        console.print(
+            f"  verified: every record re-hashed, {report.nodes} Merkle nodes checked, "
+            f"root {report.root.hex()[:16]}…"
+        )
+        console.print("  signed checkpoint (C2SP tlog-checkpoint, Ed25519):")
+        for line in note.rstrip("\n").splitlines():
+            console.print(f"    {line}", markup=False, soft_wrap=True)
+        if tmp:
+            console.print(
+                "  [dim](`warden demo --home DIR` keeps the state; then try "
+                "`warden audit verify --home DIR`)[/dim]"
+            )
+        else:
+            console.print(f"  [dim]check it yourself: warden audit verify --home {state}[/dim]")
     except ApprovalRequired as exc:  # pragma: no cover - surfaced by step()
         raise click.ClickException(str(exc)) from None
     finally:

@@ -91,7 +91,13 @@ class CompiledRule:
         return type(aid) is str and self.agent_match(aid)
 
 
-Candidates = tuple[tuple[CompiledRule, ...], tuple[CompiledRule, ...], tuple[CompiledRule, ...]]
+Candidates = tuple[
+    tuple[CompiledRule, ...],  # deny rules
+    tuple[CompiledRule, ...],  # require_approval rules
+    tuple[CompiledRule, ...],  # allow rules
+    tuple[str, ...],  # obligations every action in scope carries (from `redact`)
+    tuple[CompiledRule, ...],  # rules with `redact` whose `agent` scope is checked per action
+]
 
 
 @dataclass(slots=True)
@@ -128,10 +134,15 @@ class Policy:
                 positions.add(pos)
         ordered = [self.rules[p] for p in sorted(positions)]
         ordered = [r for r in ordered if r.kinds is None or kind in r.kinds]
+        static = sorted(
+            {f"redact:args.{n}" for r in ordered if r.agent_match is None for n in r.spec.redact}
+        )
         result: Candidates = (
             tuple(r for r in ordered if r.effect is Effect.DENY),
             tuple(r for r in ordered if r.effect is Effect.REQUIRE_APPROVAL),
             tuple(r for r in ordered if r.effect is Effect.ALLOW),
+            tuple(static),
+            tuple(r for r in ordered if r.agent_match is not None and r.spec.redact),
         )
         with self._lock:
             if len(self._cache) >= CACHE_SIZE:

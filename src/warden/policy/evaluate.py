@@ -53,6 +53,14 @@ _DEFAULT_REASON: Final = {
 }
 
 
+def _with_scoped(
+    static: tuple[str, ...], rules: tuple[CompiledRule, ...], action: Action
+) -> tuple[str, ...]:
+    """Add the `redact` obligations of rules whose `agent` scope admits this action."""
+    extra = {f"redact:args.{n}" for r in rules if r.agent_ok(action.agent) for n in r.spec.redact}
+    return tuple(sorted(extra.union(static))) if extra else static
+
+
 def _since(started_ns: int) -> int:
     return perf_counter_ns() - started_ns if started_ns else 0
 
@@ -66,9 +74,12 @@ def evaluate(
     taken by the caller), or left 0 when none is given.
     """
     tiers = policy.candidates(action.tool, action.kind)
+    obligations = tiers[3]
+    if tiers[4]:
+        obligations = _with_scoped(obligations, tiers[4], action)
     errors: list[str] = []
     agent = action.agent
-    for effect, rules in zip((Effect.DENY, Effect.REQUIRE_APPROVAL), tiers, strict=False):
+    for effect, rules in ((Effect.DENY, tiers[0]), (Effect.REQUIRE_APPROVAL, tiers[1])):
         matched: list[CompiledRule] = []
         for rule in rules:
             if rule.agent_match is not None and not rule.agent_ok(agent):
@@ -85,6 +96,7 @@ def evaluate(
                 tuple(r.id for r in matched),
                 _unique([r.reason for r in matched]),
                 tuple(errors),
+                obligations=obligations,
                 policy_hash=policy.hash,
                 elapsed_ns=_since(started_ns),
                 id=decision_id,
@@ -104,6 +116,7 @@ def evaluate(
             tuple(r.id for r in allowed),
             _unique([r.reason for r in allowed]),
             tuple(errors),
+            obligations=obligations,
             policy_hash=policy.hash,
             elapsed_ns=_since(started_ns),
             id=decision_id,
@@ -113,6 +126,7 @@ def evaluate(
         (),
         (_DEFAULT_REASON[policy.default],),
         tuple(errors),
+        obligations=obligations,
         policy_hash=policy.hash,
         elapsed_ns=_since(started_ns),
         id=decision_id,

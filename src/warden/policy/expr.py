@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -807,10 +808,9 @@ def _step(v: Any, k: Any, path: str) -> Any:
     if isinstance(v, (list, tuple)):
         if type(k) is not int:
             raise EvalError(f"a list index must be an integer, got a {_tname(k)} in `{path}`")
-        try:
-            return v[k]
-        except IndexError:
-            raise EvalError(f"index {k} is out of range in `{path}`") from None
+        if not 0 <= k < len(v):  # negative indexes are errors, not "from the end"
+            raise EvalError(f"index {k} is out of range in `{path}`")
+        return v[k]
     raise EvalError(f"cannot look up `{k}` in a {_tname(v)} in `{path}`")
 
 
@@ -901,7 +901,11 @@ def compile_expr(source: str) -> CompiledExpr:
         return ExprCompileError(sorted(out, key=lambda i: (i.line, i.col)))
 
     try:
-        tree = ast.parse(text, mode="eval")
+        with warnings.catch_warnings():
+            # e.g. `1and x` or "\d": CPython warns on stderr; the policy author sees our errors
+            warnings.simplefilter("ignore", SyntaxWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            tree = ast.parse(text, mode="eval")
     except SyntaxError as exc:
         msg = (exc.msg or "invalid syntax").rstrip(".")
         raise located(

@@ -38,7 +38,17 @@ API_VERSION: Final = "warden/v1"
 MAX_FILE_BYTES: Final = 32 << 20
 _ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,127}")
 _TOP_FIELDS: Final = ("apiVersion", "kind", "name", "description", "default", "rules")
-_RULE_FIELDS: Final = ("id", "description", "tool", "agent", "kind", "when", "effect", "reason")
+_RULE_FIELDS: Final = (
+    "id",
+    "description",
+    "tool",
+    "agent",
+    "kind",
+    "when",
+    "effect",
+    "reason",
+    "redact",
+)
 _DEFAULTS: Final = (Effect.ALLOW.value, Effect.DENY.value)
 _EFFECTS: Final = tuple(e.value for e in Effect)
 
@@ -58,6 +68,7 @@ class RuleSpec:
     line: int
     col: int
     position: int
+    redact: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,6 +307,8 @@ def _rule(ck: _Checker, node: YNode, pos: int, seen: dict[str, int]) -> RuleSpec
     tools = agents = kinds = None
 
     def valid_glob(item: YNode, value: str) -> bool:
+        if "[" not in value:  # only a character class can make a glob invalid
+            return True
         try:
             compile_glob(value)
         except PatternError as exc:
@@ -340,7 +353,10 @@ def _rule(ck: _Checker, node: YNode, pos: int, seen: dict[str, int]) -> RuleSpec
     description = None
     if "description" in f:
         description = ck.string(f["description"][1], "`description`", allow_empty=True)
-    if len(ck.diags) > errors_before or effect is None or "id" not in f:
+    redact: tuple[str, ...] | None = ()
+    if "redact" in f:
+        redact = ck.patterns(f["redact"][1], "`redact`", _arg_name(ck))
+    if len(ck.diags) > errors_before or effect is None or "id" not in f or redact is None:
         return None
     rule_id = f["id"][1].value
     return RuleSpec(
@@ -355,7 +371,22 @@ def _rule(ck: _Checker, node: YNode, pos: int, seen: dict[str, int]) -> RuleSpec
         line=node.line,
         col=node.col,
         position=pos,
+        redact=tuple(dict.fromkeys(redact)),
     )
+
+
+def _arg_name(ck: _Checker) -> Callable[[YNode, str], bool]:
+    def check(item: YNode, value: str) -> bool:
+        if not value.strip() or value != value.strip():
+            ck.err(
+                item,
+                "policy_invalid_value",
+                f"`redact` names an argument; `{value}` is not an argument name",
+            )
+            return False
+        return True
+
+    return check
 
 
 def _condition(ck: _Checker, node: YNode, source: str) -> CompiledExpr | None:

@@ -25,7 +25,7 @@ __all__ = ["CaseResult", "FileResult", "discover", "run_test_file"]
 
 _TOP: Final = ("policy", "cases", "want_errors", "description")
 _CASE: Final = ("note", "action", "want")
-_WANT: Final = ("effect", "rules", "reasons", "errors")
+_WANT: Final = ("effect", "rules", "reasons", "errors", "obligations")
 _WANT_ERROR: Final = ("code", "line", "col")
 
 
@@ -242,6 +242,10 @@ def _run_case(
         diff.append(f"rules:  want {list(want['rules'] or [])}, got {list(decision.rules)}")
     if "reasons" in want and list(want["reasons"] or []) != list(decision.reasons):
         diff.append(f"reasons: want {list(want['reasons'] or [])}, got {list(decision.reasons)}")
+    if "obligations" in want and list(want["obligations"] or []) != list(decision.obligations):
+        diff.append(
+            f"obligations: want {list(want['obligations'] or [])}, got {list(decision.obligations)}"
+        )
     if "errors" in want and want["errors"] != len(decision.errors):
         diff.append(
             f"errors: want {want['errors']}, got {len(decision.errors)} {list(decision.errors)}"
