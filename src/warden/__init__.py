@@ -6,14 +6,17 @@ what the policy denies does not run, what needs a human waits for one.
 
 from warden.action import Action, Decision, Effect
 from warden.approvals import ApprovalRequest, ApprovalStore
+from warden.audit import AuditLog
 from warden.errors import (
     ActionBlocked,
     ActionDenied,
     ApprovalError,
     ApprovalRequired,
+    AuditError,
     ConfigurationError,
     InvalidActionError,
     PolicyError,
+    VerificationError,
     WardenError,
 )
 from warden.governor import DecisionLog, DecisionSink, Governor, Session
@@ -29,6 +32,8 @@ __all__ = [
     "ApprovalRequest",
     "ApprovalRequired",
     "ApprovalStore",
+    "AuditError",
+    "AuditLog",
     "ConfigurationError",
     "Decision",
     "DecisionLog",
@@ -39,6 +44,7 @@ __all__ = [
     "Policy",
     "PolicyError",
     "Session",
+    "VerificationError",
     "WardenError",
     "__version__",
     "load_policy",

@@ -45,6 +45,10 @@ while True:
 RUNS = 25
 
 
+def _stderr(child: subprocess.Popen[str]) -> str:
+    return child.stderr.read() if child.stderr is not None else ""
+
+
 def _run_and_kill(path: Path, run: int, delay: float) -> tuple[int, int]:
     """Start a writer, SIGKILL it ``delay`` s after it opened the log; (size at open, acked)."""
     child = subprocess.Popen(
@@ -69,11 +73,12 @@ def _run_and_kill(path: Path, run: int, delay: float) -> tuple[int, int]:
     try:
         if not ready.wait(30):
             child.kill()
-            _, err = child.communicate(timeout=10)
-            pytest.fail(f"run {run}: the writer never opened the log: {err}")
+            child.wait(timeout=10)
+            pytest.fail(f"run {run}: the writer never opened the log: {_stderr(child)}")
         time.sleep(delay)
         os.kill(child.pid, signal.SIGKILL)
-        _, err = child.communicate(timeout=30)
+        child.wait(timeout=30)  # stdout belongs to the reader thread: no communicate()
+        err = _stderr(child)
     finally:
         if child.poll() is None:
             child.kill()
