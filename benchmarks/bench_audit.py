@@ -42,7 +42,7 @@ def bench_appends(n: int, work: Path) -> dict[str, Any]:
     policy = load_policy_text(workload.to_warden_yaml(100))
     action = Action.from_dict(workload.make_actions(100)["allow_hit"])
     decision = evaluate(policy, action, 0, "ab" * 16)
-    log = AuditLog(work / "append.db")
+    log = AuditLog(work / "append.db", max_queue=n + 1)
     t0 = time.perf_counter()
     for _ in range(n):
         log.record(action, decision)

@@ -88,9 +88,31 @@ def _str_ok(s: str) -> bool:
     return True
 
 
+def _flat_plain(value: dict[Any, Any]) -> bool:
+    """True for the common argument map: ASCII string keys, ASCII/int/bool/null values."""
+    for k, v in value.items():
+        if type(k) is not str or not k.isascii():
+            return False
+        tv = type(v)
+        if tv is str:
+            if not v.isascii():
+                return False
+        elif tv is int:
+            if not -_MAX_SAFE <= v <= _MAX_SAFE:
+                return False
+        elif v is not None and tv is not bool:
+            return False
+    return True
+
+
 def json_safe(value: Any, depth: int = 0) -> tuple[Any, bool]:
-    """``(value as JSON data, fast)``: ``fast`` is False when the JCS slow path is needed."""
+    """``(value as JSON data, fast)``: ``fast`` is False when the JCS slow path is needed.
+
+    A flat map of plain values is returned as it is (not copied).
+    """
     t = type(value)
+    if t is dict and _flat_plain(value):
+        return value, True
     if t is str:
         return (value, True) if value.isascii() or _str_ok(value) else (_marker(value), True)
     if value is None or t is bool:

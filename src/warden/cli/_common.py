@@ -56,3 +56,13 @@ def read_action(value: str, option: str = "--action") -> Action:
 
 def print_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+
+
+def console() -> Any:
+    """A rich Console for tables: no emoji codes (`did:key:` is not an emoji), at least 120 wide."""
+    import shutil
+
+    from rich.console import Console
+
+    width = max(120, shutil.get_terminal_size((120, 24)).columns)
+    return Console(highlight=False, emoji=False, width=width)

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from warden.approvals import ApprovalRequest, ApprovalStore
-from warden.cli._common import fail, print_json
+from warden.cli._common import console, fail, print_json
 from warden.errors import ApprovalError, ConfigurationError
 
 _HOME_HELP = "The warden state directory (default: .warden, or $WARDEN_HOME)."
@@ -62,7 +62,6 @@ def list_(home: str, db: str | None, show_all: bool, as_json: bool) -> None:
     if not reqs:
         click.echo("no pending requests" if not show_all else "no requests")
         return
-    from rich.console import Console
     from rich.table import Table
 
     table = Table()
@@ -77,7 +76,7 @@ def list_(home: str, db: str | None, show_all: bool, as_json: bool) -> None:
             "; ".join(r.reasons),
             _when(r.expires_at),
         )
-    Console(highlight=False).print(table)
+    console().print(table)
 
 
 @approvals.command()

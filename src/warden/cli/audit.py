@@ -13,7 +13,6 @@ import json
 import os
 import re
 import secrets
-import shutil
 import sqlite3
 import sys
 import time
@@ -39,7 +38,7 @@ from warden.audit import (
     verify_inclusion,
     verify_log,
 )
-from warden.cli._common import fail, print_json
+from warden.cli._common import console, fail, print_json
 from warden.errors import (
     ConfigurationError,
     LogIntegrityError,
@@ -505,7 +504,6 @@ def _print_table(rows: list[tuple[int, bytes]]) -> None:
     if not rows:
         click.echo("no matching records")
         return
-    from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
@@ -538,8 +536,7 @@ def _print_table(rows: list[tuple[int, bytes]]) -> None:
             Text(_clean(effect or "-"), style=_STYLES.get(str(effect), "")),
             Text(_clean(", ".join(map(str, rules)) or "-") if isinstance(rules, list) else "-"),
         )
-    width = max(120, shutil.get_terminal_size((120, 24)).columns)
-    Console(highlight=False, emoji=False, width=width).print(table)
+    console().print(table)
 
 
 def _print_lines(rows: list[tuple[int, bytes]]) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from warden.cli._common import fail, print_json, read_action
+from warden.cli._common import console, fail, print_json, read_action
 from warden.errors import PolicyError
 from warden.policy import Policy, evaluate, explain, lint, load_policy
 from warden.policy.load import load_file
@@ -106,10 +106,9 @@ def explain_(policy_file: str, action_arg: str, as_json: bool) -> None:
     if as_json:
         print_json(trace.to_dict())
         return
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console(highlight=False)
+    con = console()
     table = Table(title=f"{compiled.name}  ({compiled.hash[:19]}…)", title_justify="left")
     for col in ("line", "rule", "effect", "status", "why"):
         table.add_column(col, overflow="fold")
@@ -118,16 +117,16 @@ def explain_(policy_file: str, action_arg: str, as_json: bool) -> None:
         table.add_row(
             str(r.line), r.id, r.effect.value, r.status, r.detail, style=colours.get(r.status, "")
         )
-    console.print(table)
+    con.print(table)
     d = trace.decision
-    console.print(
+    con.print(
         f"decision: [bold]{d.effect.value}[/bold]"
         + (f" by {', '.join(d.rules)}" if d.rules else " (policy default)")
     )
     for reason in d.reasons:
-        console.print(f"  reason: {reason}", markup=False)
+        con.print(f"  reason: {reason}", markup=False)
     for err in d.errors:
-        console.print(f"  error:  {err}", markup=False)
+        con.print(f"  error:  {err}", markup=False)
 
 
 @policy.command(name="test")
