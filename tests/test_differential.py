@@ -433,7 +433,7 @@ def test_generator_reaches_every_outcome() -> None:
     """The grammar is only useful if it produces matches, non-matches and errors."""
     seen: set[str] = set()
 
-    @settings(max_examples=200, deadline=None, database=None)
+    @settings(max_examples=300, deadline=None, database=None, derandomize=True)
     @given(cond=conditions, action=actions())
     def probe(cond: str, action: Action) -> None:
         try:

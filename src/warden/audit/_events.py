@@ -227,11 +227,15 @@ def decision_event(
     values that need the slow path.
     """
     agent = action.agent
-    redact = frozenset(
-        o.removeprefix("redact:args.") for o in decision.obligations if o.startswith("redact:args.")
-    )
     raw = action.args if args is None else args
-    safe_args, fast_args = json_safe(_redact(raw, redact) if redact else raw)
+    if decision.obligations:
+        redact = frozenset(
+            o.removeprefix("redact:args.")
+            for o in decision.obligations
+            if o.startswith("redact:args.")
+        )
+        raw = _redact(raw, redact) if redact else raw
+    safe_args, fast_args = json_safe(raw)
     who, fast_agent = json_safe(
         {"id": agent.get("id"), "trust": agent.get("trust"), "ring": agent.get("ring")}
         if agent
@@ -245,10 +249,11 @@ def decision_event(
         "session": action.session,
         "action": {"kind": action.kind, "tool": action.tool, "args": safe_args},
         "decision": {
-            "effect": decision.effect.value,
-            "rules": list(decision.rules),
-            "reasons": list(decision.reasons),
-            "errors": list(decision.errors),
+            # a StrEnum member and tuples: both encoders write them as a string and arrays
+            "effect": decision.effect,
+            "rules": decision.rules,
+            "reasons": decision.reasons,
+            "errors": decision.errors,
         },
         "policy": decision.policy_hash,
         "approval": decision.approval_id,
