@@ -150,39 +150,23 @@ def _verify_log(store: AuditStore, verifier: NoteVerifier, earlier: str | None) 
     digest = sha()
     expected = 0
     for rows in store.scan_chunks():
+        clean = _chunk_ok(rows, expected)
         for seq, leaf, data, bid in rows:
-            if type(data) is not bytes or type(leaf) is not bytes or type(bid) is not int:
+            if clean:
+                pass  # every per-entry check below already passed for the whole chunk
+            elif type(data) is not bytes or type(leaf) is not bytes or type(bid) is not int:
                 raise LogIntegrityError(
                     f"entry {expected}: a stored value has the wrong type", index=expected
                 )
-            if seq != expected:
+            elif seq != expected:
                 raise LogIntegrityError(
                     f"entry {expected}: missing (the next stored entry is {seq})",
                     index=expected,
                     expected=expected,
                     found=seq,
                 )
-            computed = sha(b"\x00" + data).digest()
-            if computed != leaf:
-                raise LogIntegrityError(
-                    f"entry {seq}: leaf hash does not match the record",
-                    index=seq,
-                    expected=_hex(computed),
-                    found=_hex(leaf),
-                )
-            try:
-                head = _decode_head(data)
-            except msgspec.DecodeError as exc:
-                raise LogIntegrityError(
-                    f"entry {seq}: record is not a valid record ({exc})", index=seq
-                ) from None
-            if head.seq != seq:
-                raise LogIntegrityError(
-                    f"entry {seq}: the record says it is entry {head.seq} (moved or swapped)",
-                    index=seq,
-                    expected=seq,
-                    found=head.seq,
-                )
+            else:
+                _check_entry(seq, leaf, data)
             if batch is None or bid != batch[0] or not batch[1] <= seq < batch[1] + batch[2]:
                 raise LogIntegrityError(
                     f"entry {seq}: not covered by its batch record",
@@ -246,6 +230,51 @@ def _verify_log(store: AuditStore, verifier: NoteVerifier, earlier: str | None) 
                 found=exc.found,
             ) from None
     return VerifyReport(size, root, nbatches, len(stored_cps), checked, extends, verifier.name)
+
+
+def _check_entry(seq: int, leaf: bytes, data: bytes) -> None:
+    """The per-entry checks, raising the precise error (the slow path of :func:`_chunk_ok`)."""
+    computed = hashlib.sha256(b"\x00" + data).digest()
+    if computed != leaf:
+        raise LogIntegrityError(
+            f"entry {seq}: leaf hash does not match the record",
+            index=seq,
+            expected=_hex(computed),
+            found=_hex(leaf),
+        )
+    try:
+        head = _decode_head(data)
+    except msgspec.DecodeError as exc:
+        raise LogIntegrityError(
+            f"entry {seq}: record is not a valid record ({exc})", index=seq
+        ) from None
+    if head.seq != seq:
+        raise LogIntegrityError(
+            f"entry {seq}: the record says it is entry {head.seq} (moved or swapped)",
+            index=seq,
+            expected=seq,
+            found=head.seq,
+        )
+
+
+def _chunk_ok(rows: list[tuple[int, bytes, bytes, int]], first: int) -> bool:
+    """True when every row of a chunk passes the per-entry checks, tested in bulk.
+
+    Comprehensions over a chunk are about twice as fast as the row-by-row loop;
+    on any doubt this returns False and the loop finds and names the problem.
+    """
+    try:
+        seqs = [r[0] for r in rows]
+        if seqs != list(range(first, first + len(rows))):
+            return False
+        if not all(type(r[3]) is int for r in rows):
+            return False
+        sha = hashlib.sha256
+        if [sha(b"\x00" + r[2]).digest() for r in rows] != [r[1] for r in rows]:
+            return False
+        return [_decode_head(r[2]).seq for r in rows] == seqs
+    except Exception:  # noqa: BLE001 - wrong types, undecodable records: take the slow path
+        return False
 
 
 def _check_roots(wanted: dict[int, list[Checkpoint]], size: int, root: bytes) -> None:
