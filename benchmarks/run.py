@@ -159,7 +159,7 @@ def probe_fail_open() -> dict[str, str]:
 
 
 def run_reference(
-    python: str, sizes: tuple[int, ...], max_samples: int, budget_s: float
+    python: str, sizes: tuple[int, ...], max_samples: int, budget_s: float, audit_n: int
 ) -> dict[str, Any]:
     cmd = [
         python,
@@ -173,7 +173,7 @@ def run_reference(
         "--engines",
         "primary",
         "--audit-n",
-        "0",
+        str(audit_n),
     ]
     print("  running the reference toolkit: " + " ".join(cmd), file=sys.stderr)
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -396,7 +396,13 @@ def main(argv: list[str] | None = None) -> int:
             args.max_samples, args.budget_s, args.audit_n, args.verify_n
         )
     if args.compare:
-        results["reference"] = run_reference(args.compare, sizes, args.max_samples, args.budget_s)
+        results["reference"] = run_reference(
+            args.compare,
+            sizes,
+            args.max_samples,
+            args.budget_s,
+            0 if args.no_audit else args.audit_n,
+        )
         results["ratios"] = ratios(results["decisions"], results["reference"])
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -562,3 +562,15 @@ def test_a_wrong_expectation_fails_its_case_with_a_diff(tmp_path: Path) -> None:
     (case,) = run_test_file(path).cases
     assert not case.passed
     assert [line.split(":")[0] for line in case.diff] == ["effect", "rules", "errors"]
+
+
+def test_an_alias_bomb_is_rejected_before_it_is_expanded() -> None:
+    """Ten levels of ten aliases stand for 10^10 values in 400 bytes."""
+    lines = ["l0: &l0 [x, x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, 10):
+        refs = ", ".join([f"*l{i - 1}"] * 10)
+        lines.append(f"l{i}: &l{i} [{refs}]")
+    text = "\n".join(lines) + "\n"
+    doc, diags = parse_policy(text, "bomb.yaml")
+    assert doc is None
+    assert [(d.code, d.line) for d in diags] == [("policy_too_large", 1)]

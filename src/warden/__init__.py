@@ -4,9 +4,10 @@ One deterministic interception path in front of every action an agent takes:
 what the policy denies does not run, what needs a human waits for one.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from warden.action import Action, Decision, Effect
 from warden.approvals import ApprovalRequest, ApprovalStore
-from warden.audit import AuditLog
 from warden.errors import (
     ActionBlocked,
     ActionDenied,
@@ -22,7 +23,20 @@ from warden.errors import (
 from warden.governor import DecisionLog, DecisionSink, Governor, Session
 from warden.policy import Policy, load_policy, load_policy_text
 
+if TYPE_CHECKING:
+    from warden.audit import AuditLog
+
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    # The audit log pulls in `cryptography`; load it when first used, not on `import warden`.
+    if name == "AuditLog":
+        from warden.audit import AuditLog
+
+        return AuditLog
+    raise AttributeError(f"module 'warden' has no attribute {name!r}")
+
 
 __all__ = [
     "Action",

@@ -23,14 +23,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from time import perf_counter_ns
-from typing import Any, ParamSpec, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, overload
 
 from warden.action import Action, Decision, Effect
 from warden.approvals import DEFAULT_TTL, ApprovalStore, action_digest
-from warden.audit import AuditLog
 from warden.errors import ActionDenied, ApprovalRequired, ConfigurationError, WardenError
 from warden.policy import Policy, load_policy
 from warden.policy.evaluate import evaluate
+
+if TYPE_CHECKING:
+    from warden.audit import AuditLog
 
 __all__ = ["DecisionLog", "DecisionSink", "Governor", "Session"]
 
@@ -115,6 +117,8 @@ class Governor:
         self._approval_ttl = approval_ttl
         self._clock = clock
         self.sinks: list[DecisionSink] = list(sinks)
+        from warden.audit import AuditLog  # imported here: keeps `import warden` light
+
         self.audit: AuditLog | None
         if audit is True:
             self.audit = AuditLog(self._home / "audit.db", clock=clock)

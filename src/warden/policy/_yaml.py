@@ -173,6 +173,42 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+def _expanded_size(root: yaml.Node) -> int:
+    """How many values the document has once aliases are expanded, in O(distinct nodes).
+
+    Aliases share node objects, so a small file can stand for billions of values
+    ("billion laughs"); counting with memoisation rejects it before any walking.
+    A cycle (a recursive alias) returns 0 and is left for the walk to report.
+    """
+    memo: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        if done:
+            on_path.discard(key)
+            if isinstance(node, yaml.MappingNode):
+                children = [c for pair in node.value for c in pair]
+            elif isinstance(node, yaml.SequenceNode):
+                children = list(node.value)
+            else:
+                children = []
+            memo[key] = min(MAX_NODES + 1, 1 + sum(memo[id(c)] for c in children))
+            continue
+        if key in memo:
+            continue
+        if key in on_path:
+            return 0  # a recursive alias: the walk reports it where it is
+        on_path.add(key)
+        stack.append((node, True))
+        if isinstance(node, yaml.MappingNode):
+            stack.extend((c, False) for pair in node.value for c in pair if id(c) not in memo)
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend((c, False) for c in node.value if id(c) not in memo)
+    return memo[id(root)]
+
+
 def parse_yaml(text: str, filename: str) -> tuple[YNode | None, list[Diagnostic]]:
     """Parse one YAML document; on a syntax error return ``None`` and the error."""
     try:
@@ -192,6 +228,18 @@ def parse_yaml(text: str, filename: str) -> tuple[YNode | None, list[Diagnostic]
             return None, [Diagnostic(filename, 0, 0, "policy_parse_error", _one_line(str(exc)))]
         if root is None:
             return None, [Diagnostic(filename, 0, 0, "policy_parse_error", "the file is empty")]
+        expanded = _expanded_size(root)
+        if expanded > MAX_NODES:
+            mark = root.start_mark
+            return None, [
+                Diagnostic(
+                    filename,
+                    mark.line + 1,
+                    mark.column + 1,
+                    "policy_too_large",
+                    f"document expands to more than {MAX_NODES} values (through aliases)",
+                )
+            ]
         walker = _Walker(filename, loader, text)
         try:
             tree = walker.walk(root, 0)
