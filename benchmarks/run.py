@@ -137,23 +137,14 @@ rules:
   - {id: big-transfer, tool: transfer, when: "args.amount > 1000", effect: deny}
   - {id: transfers-ok, tool: transfer, effect: allow}
 """
-_MISSING = object()
-PROBES: dict[str, Any] = {
-    "amount=5000 (int, control)": 5000,
-    "amount missing": _MISSING,
-    "amount=None": None,
-    "amount='5000' (str)": "5000",
-    "amount='abc' (str)": "abc",
-    "amount=nan": float("nan"),
-}
 
 
 def probe_fail_open() -> dict[str, str]:
     """The reference runner's fail-open probe, run through warden's Governor."""
     gov = Governor(load_policy_text(PROBE_POLICY), audit=False)
     out = {}
-    for label, amount in PROBES.items():
-        args = {} if amount is _MISSING else {"amount": amount}
+    for label, amount in workload.PROBE_AMOUNTS.items():
+        args = {} if amount is workload.MISSING else {"amount": amount}
         out[label] = gov.check(Action(tool="transfer", args=args)).effect.value
     return out
 

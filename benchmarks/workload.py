@@ -181,11 +181,27 @@ def to_warden_yaml(n: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+MISSING: Final = object()
+"""Stands for "the argument is absent" in :data:`PROBE_AMOUNTS`."""
+
+PROBE_AMOUNTS: Final[dict[str, Any]] = {
+    "amount=5000 (int, control)": 5000,
+    "amount missing": MISSING,
+    "amount=None": None,
+    "amount='5000' (str)": "5000",
+    "amount='abc' (str)": "abc",
+    "amount=nan": float("nan"),
+}
+"""The fail-closed probe: values of ``amount`` sent to a deny rule ``amount > 1000``."""
+
+
 __all__ = [
     "ACTION_NAMES",
     "AGENT",
     "DEFAULT_EFFECT",
     "DEFAULT_TOOL",
+    "MISSING",
+    "PROBE_AMOUNTS",
     "SIZES",
     "expected_effects",
     "make_actions",

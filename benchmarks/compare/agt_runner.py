@@ -451,15 +451,8 @@ def bench_audit(n: int, workdir: Path) -> dict[str, Any]:
 # Fail-open probes
 # --------------------------------------------------------------------------------------------
 
-_MISSING = object()
-PROBE_AMOUNTS: dict[str, Any] = {
-    "amount=5000 (int, control)": 5000,
-    "amount missing": _MISSING,
-    "amount=None": None,
-    "amount='5000' (str)": "5000",
-    "amount='abc' (str)": "abc",
-    "amount=nan": float("nan"),
-}
+_MISSING = workload.MISSING
+PROBE_AMOUNTS = workload.PROBE_AMOUNTS  # the same probe warden's run.py sends
 
 
 @contextmanager
