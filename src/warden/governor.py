@@ -1,8 +1,11 @@
 """The interception path: every governed action goes through ``Governor.check``.
 
 Order of the path (DESIGN.md): policy (compiled, indexed rules), then the
-approval gate for ``require_approval``, then the decision sinks (the decision
-log). Fail closed throughout: an exception anywhere on the path, a store that
+approval gate for ``require_approval``, then the sinks: the audit log (on by
+default, docs/audit.md) and any others. ``run``/``arun`` and wrapped tools
+also record what happened (the outcome), linked by ``Decision.id``.
+
+Fail closed throughout: an exception anywhere on the path, a store that
 cannot be reached or a sink that cannot record becomes a deny with a reason;
 only WardenError subclasses ever reach the caller.
 """
@@ -27,7 +30,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, overload
 
 from warden.action import Action, Decision, Effect
 from warden.approvals import DEFAULT_TTL, ApprovalStore, action_digest
-from warden.errors import ActionDenied, ApprovalRequired, ConfigurationError, WardenError
+from warden.errors import ActionDenied, ApprovalRequired, ConfigurationError
 from warden.policy import Policy, load_policy
 from warden.policy.evaluate import evaluate
 
@@ -282,7 +285,7 @@ class Governor:
                 (*decision.reasons, *decision.errors),
                 decision.policy_hash,
             )
-        except (WardenError, OSError, Exception) as exc:  # noqa: BLE001 - store down: deny
+        except Exception as exc:  # noqa: BLE001 - a store that fails or is down: deny
             return answer(Effect.DENY, f"approval store unavailable: {exc}", None)
         if result == "approved":
             return answer(Effect.ALLOW, f"approved by `{req.decided_by}` ({req.id})", req.id)
