@@ -232,13 +232,13 @@ class ApprovalStore:
             if req is not None and req.status != "denied":
                 if now >= req.expires_at:
                     db.execute("UPDATE approvals SET status = 'expired' WHERE id = ?", (req.id,))
-                    return "expired", _replace(req, status="expired")
+                    return "expired", replace(req, status="expired")
                 if req.status == "approved":
                     db.execute(
                         "UPDATE approvals SET status = 'consumed', used_at = ? WHERE id = ?",
                         (now, req.id),
                     )
-                    return "approved", _replace(req, status="consumed", used_at=now)
+                    return "approved", replace(req, status="consumed", used_at=now)
                 return "pending", req
             if req is not None:  # a denial that has run out: close it, then ask again
                 db.execute("UPDATE approvals SET status = 'expired' WHERE id = ?", (req.id,))
@@ -341,7 +341,7 @@ class ApprovalStore:
                 "WHERE id = ?",
                 (status, approver, now, note, request_id),
             )
-            return _replace(req, status=status, decided_by=approver, decided_at=now, note=note)
+            return replace(req, status=status, decided_by=approver, decided_at=now, note=note)
 
     def wait(self, request_id: str, timeout: float, poll: float = 0.05) -> ApprovalRequest:
         """Block until the request leaves ``pending`` or ``timeout`` seconds pass; return it."""
@@ -377,7 +377,3 @@ class ApprovalStore:
 def _agent_id(action: Action) -> str | None:
     aid = action.agent.get("id")
     return aid if isinstance(aid, str) else None
-
-
-def _replace(req: ApprovalRequest, **changes: Any) -> ApprovalRequest:
-    return replace(req, **changes)

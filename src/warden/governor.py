@@ -216,6 +216,17 @@ class Governor:
         with contextlib.suppress(Exception):  # see the docstring
             self.audit.record_outcome(action, decision, status, duration_ns, result, error)
 
+    def _refuse_unless_allowed(self, action: Action, decision: Decision) -> None:
+        """Record a blocked call's outcome (``denied``) and raise; return if allowed."""
+        if decision.effect is not Effect.ALLOW:
+            self.record_outcome(action, decision, "denied", 0)
+            _raise_unless_allowed(decision)
+
+    def _record_failure(
+        self, action: Action, decision: Decision, start: int, exc: BaseException
+    ) -> None:
+        self.record_outcome(action, decision, _status_of(exc), perf_counter_ns() - start, error=exc)
+
     def _call(
         self,
         action: Action,
@@ -224,16 +235,12 @@ class Governor:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> R:
-        if decision.effect is not Effect.ALLOW:
-            self.record_outcome(action, decision, "denied", 0)
-            _raise_unless_allowed(decision)
+        self._refuse_unless_allowed(action, decision)
         start = perf_counter_ns()
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
-            self.record_outcome(
-                action, decision, _status_of(exc), perf_counter_ns() - start, error=exc
-            )
+            self._record_failure(action, decision, start, exc)
             raise
         self.record_outcome(action, decision, "ok", perf_counter_ns() - start, result)
         return result
@@ -246,16 +253,12 @@ class Governor:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> R:
-        if decision.effect is not Effect.ALLOW:
-            self.record_outcome(action, decision, "denied", 0)
-            _raise_unless_allowed(decision)
+        self._refuse_unless_allowed(action, decision)
         start = perf_counter_ns()
         try:
             result = await fn(*args, **kwargs)
         except BaseException as exc:
-            self.record_outcome(
-                action, decision, _status_of(exc), perf_counter_ns() - start, error=exc
-            )
+            self._record_failure(action, decision, start, exc)
             raise
         self.record_outcome(action, decision, "ok", perf_counter_ns() - start, result)
         return result

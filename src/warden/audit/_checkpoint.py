@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
+from warden._text import is_utf8
 from warden.errors import CheckpointError, ConfigurationError
 
 __all__ = [
@@ -69,19 +70,11 @@ def _has_control(text: str) -> bool:
     return any(c < " " and c != "\n" for c in text)
 
 
-def _is_utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def _bad_name(name: object) -> str | None:
     """Why ``name`` cannot be a signed-note key name, or None if it can."""
     if not isinstance(name, str) or not name:
         return "a key name must be a non-empty string"
-    if not _is_utf8(name) or _has_control(name) or "\n" in name:
+    if not is_utf8(name) or _has_control(name) or "\n" in name:
         return "a key name must not contain control characters or invalid text"
     if "+" in name or any(c.isspace() for c in name):
         return f"key name `{name}` contains a space or `+`"
@@ -119,7 +112,7 @@ class Checkpoint:
         for line in (self.origin, *self.extensions):
             if not isinstance(line, str) or not line:
                 raise ValueError("checkpoint lines must be non-empty strings")
-            if "\n" in line or _has_control(line) or not _is_utf8(line):
+            if "\n" in line or _has_control(line) or not is_utf8(line):
                 raise ValueError(f"checkpoint line {line!r} contains control characters")
 
     def text(self) -> str:
@@ -312,7 +305,7 @@ def parse_checkpoint(note: str, verifier: NoteVerifier, origin: str | None = Non
             raise CheckpointError("signed note is not valid UTF-8") from None
     if not isinstance(note, str):
         raise CheckpointError("signed note must be text", found=type(note).__name__)
-    if not _is_utf8(note):
+    if not is_utf8(note):
         raise CheckpointError("signed note is not valid UTF-8")
     if _has_control(note):
         raise CheckpointError("signed note contains control characters other than newline")

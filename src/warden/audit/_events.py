@@ -25,6 +25,8 @@ from typing import Any, Final
 import msgspec
 import rfc8785
 
+from warden._text import is_utf8
+
 __all__ = [
     "DECISION_V1",
     "OUTCOME_V1",
@@ -80,14 +82,6 @@ def _big_int(value: int) -> dict[str, Any]:
     }
 
 
-def _str_ok(s: str) -> bool:
-    try:
-        s.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def _flat_plain(value: dict[Any, Any]) -> bool:
     """True for the common argument map: ASCII string keys, ASCII/int/bool/null values."""
     for k, v in value.items():
@@ -114,7 +108,7 @@ def json_safe(value: Any, depth: int = 0) -> tuple[Any, bool]:
     if t is dict and _flat_plain(value):
         return value, True
     if t is str:
-        return (value, True) if value.isascii() or _str_ok(value) else (_marker(value), True)
+        return (value, True) if value.isascii() or is_utf8(value) else (_marker(value), True)
     if value is None or t is bool:
         return value, True
     if t is int:
@@ -132,7 +126,7 @@ def json_safe(value: Any, depth: int = 0) -> tuple[Any, bool]:
         fast = True
         for key, v in value.items():
             k = key
-            if type(k) is not str or not _str_ok(k):
+            if type(k) is not str or not is_utf8(k):
                 raw = repr(k).encode("utf-8", "surrogatepass")
                 k = "non_json_key:" + hashlib.sha256(raw).hexdigest()
             elif not k.isascii() and any(ord(c) > 0xFFFF for c in k):
@@ -172,10 +166,12 @@ def canonical(record: Mapping[str, Any], *, safe: bool = False) -> bytes:
             return _ENC.encode(record)
         except (TypeError, ValueError, UnicodeEncodeError, msgspec.EncodeError):
             pass  # e.g. a lone surrogate in a reason: take the careful path
-    clean, fast = json_safe(record)
-    if fast:
-        return _ENC.encode(clean)
-    return bytes(rfc8785.dumps(clean))
+    return _encode(*json_safe(record))
+
+
+def _encode(clean: Any, fast: bool) -> bytes:
+    """JCS bytes of JSON data from :func:`json_safe`: msgspec when ``fast``, else rfc8785."""
+    return _ENC.encode(clean) if fast else bytes(rfc8785.dumps(clean))
 
 
 def digest_output(result: Any) -> dict[str, Any] | None:
@@ -191,7 +187,7 @@ def digest_output(result: Any) -> dict[str, Any] | None:
         if isinstance(safe, dict) and "non_json" in safe and not isinstance(result, Mapping):
             data = repr(result).encode("utf-8", "surrogatepass")
         else:
-            data = _ENC.encode(safe) if fast else bytes(rfc8785.dumps(safe))
+            data = _encode(safe, fast)
     return {"size": len(data), "digest": "sha256:" + hashlib.sha256(data).hexdigest()}
 
 

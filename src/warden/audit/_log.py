@@ -166,12 +166,20 @@ class AuditLog:
 
     # --- the writer -------------------------------------------------------------------------
 
-    def _build(self, item: tuple[Any, ...]) -> tuple[dict[str, Any], bool]:
+    def _build(
+        self, item: tuple[Any, ...], unrecordable: str | None = None
+    ) -> tuple[dict[str, Any], bool]:
+        """The record for a queued item; with ``unrecordable``, one without its payload."""
         kind = item[0]
+        stub = None if unrecordable is None else {"unrecordable": unrecordable}
         if kind == _DECISION:
             _, t, action, args, decision = item
             return decision_event(
-                t=t, decision_id=decision.id, action=action, decision=decision, args=args
+                t=t,
+                decision_id=decision.id,
+                action=action,
+                decision=decision,
+                args=args if stub is None else stub,
             )
         if kind == _OUTCOME:
             _, t, action, decision, status, duration, result, error = item
@@ -181,9 +189,11 @@ class AuditLog:
                 action=action,
                 status=status,
                 duration_ns=duration,
-                result=result,
-                error=error,
+                result=result if stub is None else stub,
+                error=error if stub is None else None,
             )
+        if stub is not None:
+            return {"type": "warden.unrecordable/v1", "reason": unrecordable}, True
         record: dict[str, Any] = item[1]
         return record, False
 
@@ -192,27 +202,7 @@ class AuditLog:
         try:
             return self._build(item)
         except Exception as exc:  # noqa: BLE001 - e.g. a __repr__ or a Mapping that raises
-            why = f"{type(exc).__name__} while building the record"
-            if item[0] == _DECISION:
-                _, t, action, _args, decision = item
-                return decision_event(
-                    t=t,
-                    decision_id=decision.id,
-                    action=action,
-                    decision=decision,
-                    args={"unrecordable": why},
-                )
-            if item[0] == _OUTCOME:
-                _, t, action, decision, status, duration, _result, _error = item
-                return outcome_event(
-                    t=t,
-                    decision_id=decision.id,
-                    action=action,
-                    status=status,
-                    duration_ns=duration,
-                    result={"unrecordable": why},
-                )
-            return {"type": "warden.unrecordable/v1", "reason": why}, True
+            return self._build(item, f"{type(exc).__name__} while building the record")
 
     def _run(self) -> None:
         queue = self._queue

@@ -118,23 +118,13 @@ def _verify_log(store: AuditStore, verifier: NoteVerifier, earlier: str | None) 
     origin = store.origin
     stored_cps: dict[int, Checkpoint] = {}
     for size, note in store.checkpoints():
-        try:
-            cp = parse_checkpoint(note, verifier, origin)
-        except CheckpointError as exc:
-            raise CheckpointError(
-                f"stored checkpoint at size {size}: {exc}", expected=exc.expected, found=exc.found
-            ) from None
+        cp = _parse(note, verifier, origin, f"stored checkpoint at size {size}")
         if cp.size != size:
             raise CheckpointError(f"stored checkpoint filed under size {size} says {cp.size}")
         stored_cps[size] = cp
     extends: Checkpoint | None = None
     if earlier is not None:
-        try:
-            extends = parse_checkpoint(earlier, verifier, origin)
-        except CheckpointError as exc:
-            raise CheckpointError(
-                f"the given checkpoint: {exc}", expected=exc.expected, found=exc.found
-            ) from None
+        extends = _parse(earlier, verifier, origin, "the given checkpoint")
     wanted: dict[int, list[Checkpoint]] = {}
     for cp in (*stored_cps.values(), *([extends] if extends else [])):
         wanted.setdefault(cp.size, []).append(cp)
@@ -230,6 +220,14 @@ def _verify_log(store: AuditStore, verifier: NoteVerifier, earlier: str | None) 
                 found=exc.found,
             ) from None
     return VerifyReport(size, root, nbatches, len(stored_cps), checked, extends, verifier.name)
+
+
+def _parse(note: str, verifier: NoteVerifier, origin: str, what: str) -> Checkpoint:
+    """``parse_checkpoint``, its error prefixed with which checkpoint it was."""
+    try:
+        return parse_checkpoint(note, verifier, origin)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{what}: {exc}", expected=exc.expected, found=exc.found) from None
 
 
 def _check_entry(seq: int, leaf: bytes, data: bytes) -> None:

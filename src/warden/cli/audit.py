@@ -105,6 +105,18 @@ def _open(path: Path) -> AuditStore:
         fail(_reason(path, exc))
 
 
+@contextlib.contextmanager
+def _reading(path: Path) -> Iterator[AuditStore]:
+    """The log, opened read-only; a storage error inside the block exits with one line."""
+    store = _open(path)
+    try:
+        yield store
+    except _READ_FAILURES as exc:
+        fail(_reason(path, exc))
+    finally:
+        store.close()
+
+
 def _trusted(store: AuditStore, key: str | None) -> tuple[NoteVerifier, str]:
     """``trusted_verifier``, with a malformed key reported as the user's mistake."""
     try:
@@ -546,14 +558,8 @@ def _print_lines(rows: list[tuple[int, bytes]]) -> None:
 
 
 def _list(home: str, db: str | None, as_json: bool, newest: bool, **filters: Any) -> None:
-    path = _db_path(home, db)
-    store = _open(path)
-    try:
+    with _reading(_db_path(home, db)) as store:
         rows = _select(store, newest=newest, **filters)
-    except _READ_FAILURES as exc:
-        fail(_reason(path, exc))
-    finally:
-        store.close()
     if as_json:
         _print_lines(rows)
     else:
@@ -582,14 +588,8 @@ def show(seqs: tuple[int, ...], home: str, db: str | None, as_json: bool, **filt
     ]
     if given:
         raise click.UsageError(f"SEQ cannot be combined with {given[0]}")
-    path = _db_path(home, db)
-    store = _open(path)
-    try:
+    with _reading(_db_path(home, db)) as store:
         records = [(seq, store.record(seq)) for seq in seqs]
-    except _READ_FAILURES as exc:
-        fail(_reason(path, exc))
-    finally:
-        store.close()
     if as_json:
         _print_lines(records)
         return
@@ -640,15 +640,11 @@ def prove(index: int, size: int | None, key: str | None, home: str, db: str | No
     path = _db_path(home, db)
     if key is not None and Path(key).is_file():
         _read_text(key, "the key")
-    store = _open(path)
-    try:
-        out = _prove(store, path, index, size, key)
-    except VerificationError as exc:
-        _verify_failed(path, exc, as_json=False)
-    except _READ_FAILURES as exc:
-        fail(_reason(path, exc))
-    finally:
-        store.close()
+    with _reading(path) as store:
+        try:
+            out = _prove(store, path, index, size, key)
+        except VerificationError as exc:
+            _verify_failed(path, exc, as_json=False)
     print_json(out)
 
 
@@ -821,28 +817,21 @@ def export(fmt: str, out: str | None, since: str | None, home: str, db: str | No
     warden.session, and deny, require_approval, error and killed records have
     severity WARN.
     """
-    path = _db_path(home, db)
-    store = _open(path)
     count = 0
-    try:
-        with _output(out) as f:
-            if fmt == "jsonl":
-                for _, data in _records_since(store, since):
-                    f.write(data + b"\n")
-                    count += 1
-            else:
-                batch: list[dict[str, Any]] = []
-                for seq, data in _records_since(store, since):
-                    batch.append(_otlp_record(seq, data))
-                    count += 1
-                    if len(batch) == _OTLP_CHUNK:
-                        f.write(_otlp_request(batch))
-                        batch = []
-                if batch:  # OTLP: senders should not send empty envelopes
+    with _reading(_db_path(home, db)) as store, _output(out) as f:
+        if fmt == "jsonl":
+            for _, data in _records_since(store, since):
+                f.write(data + b"\n")
+                count += 1
+        else:
+            batch: list[dict[str, Any]] = []
+            for seq, data in _records_since(store, since):
+                batch.append(_otlp_record(seq, data))
+                count += 1
+                if len(batch) == _OTLP_CHUNK:
                     f.write(_otlp_request(batch))
-    except _READ_FAILURES as exc:
-        fail(_reason(path, exc))
-    finally:
-        store.close()
+                    batch = []
+            if batch:  # OTLP: senders should not send empty envelopes
+                f.write(_otlp_request(batch))
     if out is not None:
         click.echo(f"wrote {_plural(count, 'record', 'records')} to {out}", err=True)
