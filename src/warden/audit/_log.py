@@ -229,8 +229,7 @@ class AuditLog:
             try:
                 built = [self._build_safely(it) for it in items if it[0] != _FLUSH]
                 if built:
-                    self.store.append_batch([r for r, _ in built], [f for _, f in built])
-                    size = self.store.size()
+                    _, size = self.store.append_batch([r for r, _ in built], [f for _, f in built])
                     if self.checkpoint_every and (
                         size - self._last_checkpoint >= self.checkpoint_every
                     ):
@@ -252,7 +251,10 @@ class AuditLog:
         try:
             if self._error is None:
                 self.flush()
-                if self.store.size() != self._last_checkpoint or not self.store.checkpoints():
+                if (
+                    self.store.size() != self._last_checkpoint
+                    or self.store.latest_checkpoint() is None
+                ):
                     self._sign_now()
         finally:
             with self._cond:
