@@ -7,7 +7,14 @@ from typing import Any, Final
 
 import re2
 
-__all__ = ["PatternError", "compile_glob", "compile_regex", "glob_literal_prefix", "is_literal"]
+__all__ = [
+    "PatternError",
+    "compile_glob",
+    "compile_regex",
+    "glob_literal_prefix",
+    "is_literal",
+    "search",
+]
 
 _OPTIONS: Final = re2.Options()
 _OPTIONS.log_errors = False
@@ -24,6 +31,8 @@ def compile_regex(pattern: str) -> Any:
     """Compile an RE2 pattern; raise PatternError with RE2's one-line reason."""
     try:
         return re2.compile(pattern, _OPTIONS)
+    except UnicodeEncodeError:
+        raise PatternError("the pattern holds a lone surrogate (not valid Unicode)") from None
     except re2.error as exc:
         msg = exc.args[0] if exc.args else "invalid pattern"
         if isinstance(msg, bytes):
@@ -91,4 +100,22 @@ def compile_glob(glob: str) -> Any:
     ``*`` matches any run of characters, dots and slashes included; matching is
     case-sensitive and over the whole string.
     """
-    return compile_regex("^" + _translate(glob) + "$")
+    try:
+        translated = _translate(glob)
+    except UnicodeEncodeError:
+        raise PatternError("the pattern holds a lone surrogate (not valid Unicode)") from None
+    return compile_regex("^" + translated + "$")
+
+
+def search(rx: Any, s: str) -> bool:
+    """``rx.search(s) is not None``, also for strings RE2 cannot encode.
+
+    A lone surrogate (from an agent's JSON) is one character that no pattern
+    character can name: it is matched as U+FFFD, so ``?`` and ``*`` still cover
+    it and literals never do.
+    """
+    try:
+        return rx.search(s) is not None
+    except UnicodeEncodeError:
+        fixed = "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in s)
+        return rx.search(fixed) is not None

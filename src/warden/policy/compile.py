@@ -16,13 +16,12 @@ lookup, and the cost of a decision is O(rules that can match this tool).
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from warden._re import compile_glob, glob_literal_prefix, is_literal
+from warden._re import compile_glob, glob_literal_prefix, is_literal, search
 from warden.action import Effect
 from warden.policy.load import PolicyDocument, RuleSpec
 
@@ -30,18 +29,6 @@ __all__ = ["CompiledRule", "Policy", "compile_policy"]
 
 CACHE_SIZE: Final = 8192
 TIERS: Final = (Effect.DENY, Effect.REQUIRE_APPROVAL, Effect.ALLOW)
-_SURROGATE: Final = re.compile("[\ud800-\udfff]")
-
-
-def _search(rx: Any, s: str) -> bool:
-    """``rx.search(s)``, also for strings RE2 cannot encode (lone surrogates from an agent)."""
-    try:
-        return rx.search(s) is not None
-    except UnicodeEncodeError:
-        # A lone surrogate is one character that no pattern character can name: match it
-        # as U+FFFD so `?` and `*` still cover it and literals never do.
-        fixed = _SURROGATE.sub("\ufffd", s)
-        return rx.search(fixed) is not None
 
 
 def _matcher(patterns: tuple[str, ...]) -> Callable[[str], bool]:
@@ -59,7 +46,7 @@ def _matcher(patterns: tuple[str, ...]) -> Callable[[str], bool]:
         return (
             s in literals
             or (bool(prefixes) and s.startswith(prefixes))
-            or any(_search(g, s) for g in globs)
+            or any(search(g, s) for g in globs)
         )
 
     return match
@@ -130,7 +117,7 @@ class Policy:
             if len(tool) >= n:
                 positions.update(self._prefix[n].get(tool[:n], ()))
         for rx, pos in self._globbed:
-            if _search(rx, tool):
+            if search(rx, tool):
                 positions.add(pos)
         ordered = [self.rules[p] for p in sorted(positions)]
         ordered = [r for r in ordered if r.kinds is None or kind in r.kinds]
