@@ -14,6 +14,11 @@ Every exception warden raises on purpose derives from one root::
     │   ├── SelfApprovalError
     │   └── ApprovalStateError    expired, already decided, consumed
     ├── AuditError                the audit log cannot accept or serve records
+    ├── IdentityError             a key, DID, credential or proof is malformed or refused
+    │   ├── CredentialError       a credential or delegation chain does not verify
+    │   ├── HandshakeError        a handshake failed or the peer was refused
+    │   └── EnvelopeError         a signed envelope was rejected
+    ├── TrustError                the trust store refused an event or cannot be read
     └── VerificationError         a proof, signature or log failed verification
         ├── InclusionProofError
         ├── ConsistencyProofError
@@ -41,11 +46,16 @@ __all__ = [
     "CheckpointError",
     "ConfigurationError",
     "ConsistencyProofError",
+    "CredentialError",
+    "EnvelopeError",
+    "HandshakeError",
+    "IdentityError",
     "InclusionProofError",
     "InvalidActionError",
     "LogIntegrityError",
     "PolicyError",
     "SelfApprovalError",
+    "TrustError",
     "VerificationError",
     "WardenError",
 ]
@@ -112,6 +122,26 @@ class ApprovalStateError(ApprovalError):
 
 class AuditError(WardenError):
     """The audit log cannot accept or serve records (closed, full, store failure)."""
+
+
+class IdentityError(WardenError):
+    """A key, DID, credential or proof is malformed or refused; never carries key material."""
+
+
+class CredentialError(IdentityError):
+    """A credential, delegation chain or proof of possession does not verify."""
+
+
+class HandshakeError(IdentityError):
+    """A handshake failed: bad message, bad signature, replay, or the peer was refused."""
+
+
+class EnvelopeError(IdentityError):
+    """A signed envelope was rejected (bad signature, replay, reordering, misaddressed)."""
+
+
+class TrustError(WardenError):
+    """The trust store refused an event (bad signature, bad field) or cannot be read."""
 
 
 class VerificationError(WardenError):
