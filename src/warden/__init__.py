@@ -15,8 +15,11 @@ from warden.errors import (
     ApprovalRequired,
     AuditError,
     ConfigurationError,
+    CredentialError,
+    IdentityError,
     InvalidActionError,
     PolicyError,
+    TrustError,
     VerificationError,
     WardenError,
 )
@@ -25,16 +28,21 @@ from warden.policy import Policy, load_policy, load_policy_text
 
 if TYPE_CHECKING:
     from warden.audit import AuditLog
+    from warden.identity.gate import IdentityConfig
 
 __version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> Any:
-    # The audit log pulls in `cryptography`; load it when first used, not on `import warden`.
+    # These pull in `cryptography` (and joserfc); load them when first used, not on `import warden`.
     if name == "AuditLog":
         from warden.audit import AuditLog
 
         return AuditLog
+    if name == "IdentityConfig":
+        from warden.identity.gate import IdentityConfig
+
+        return IdentityConfig
     raise AttributeError(f"module 'warden' has no attribute {name!r}")
 
 
@@ -49,15 +57,19 @@ __all__ = [
     "AuditError",
     "AuditLog",
     "ConfigurationError",
+    "CredentialError",
     "Decision",
     "DecisionLog",
     "DecisionSink",
     "Effect",
     "Governor",
+    "IdentityConfig",
+    "IdentityError",
     "InvalidActionError",
     "Policy",
     "PolicyError",
     "Session",
+    "TrustError",
     "VerificationError",
     "WardenError",
     "__version__",

@@ -36,6 +36,7 @@ from warden.policy.evaluate import evaluate
 
 if TYPE_CHECKING:
     from warden.audit import AuditLog
+    from warden.identity.gate import IdentityConfig, IdentityGate
 
 __all__ = ["DecisionLog", "DecisionSink", "Governor", "Session"]
 
@@ -92,6 +93,7 @@ class Governor:
         approval_ttl: float = DEFAULT_TTL,
         sinks: Sequence[DecisionSink] = (),
         audit: AuditLog | bool = True,
+        identity: IdentityConfig | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if policy is None and not allow_unconfigured:
@@ -131,6 +133,11 @@ class Governor:
             self.audit = audit
         else:
             raise ConfigurationError("audit must be True, False or an AuditLog")
+        self._identity: IdentityGate | None = None
+        if identity is not None:
+            from warden.identity.gate import IdentityGate  # loads cryptography and joserfc
+
+            self._identity = IdentityGate(identity, self._home, clock)
 
     @classmethod
     def from_policy(cls, policy: str | os.PathLike[str] | Policy, **kwargs: Any) -> Governor:
@@ -145,6 +152,11 @@ class Governor:
     def reload(self, policy: str | os.PathLike[str] | Policy) -> None:
         """Swap in a new policy atomically; on a PolicyError the old one stays."""
         self._policy = policy if isinstance(policy, Policy) else load_policy(policy)
+
+    @property
+    def identity(self) -> IdentityGate | None:
+        """The identity step (challenge, authenticate, admit, trust), when configured."""
+        return self._identity
 
     @property
     def approvals(self) -> ApprovalStore:
@@ -165,7 +177,18 @@ class Governor:
         decision_id = _new_id()
         try:
             policy = self._policy
-            if policy is None:
+            gate = self._identity
+            resolved = action if gate is None else gate.resolve(action)
+            if type(resolved) is str:
+                decision = Decision(
+                    Effect.DENY,
+                    reasons=(f"identity: {resolved}",),
+                    policy_hash=policy.hash if policy is not None else "",
+                    elapsed_ns=perf_counter_ns() - started,
+                    id=decision_id,
+                )
+            elif policy is None:
+                action = resolved  # type: ignore[assignment]  # not a str: an Action
                 decision = Decision(
                     Effect.ALLOW,
                     reasons=("no policy loaded (allow_unconfigured=True)",),
@@ -173,9 +196,13 @@ class Governor:
                     id=decision_id,
                 )
             else:
+                action = resolved  # type: ignore[assignment]
                 decision = evaluate(policy, action, started, decision_id)
                 if decision.effect is Effect.REQUIRE_APPROVAL:
                     decision = self._approval_gate(action, decision, started)
+                elif gate is not None and decision.rules and decision.effect is Effect.DENY:
+                    with contextlib.suppress(Exception):  # the deny stands either way
+                        gate.report_violation(action.agent, decision.rules)
         except Exception as exc:  # noqa: BLE001 - fail closed on anything unexpected
             decision = _internal_deny(exc, started, self._policy, decision_id)
         for sink in self._sinks_now():
