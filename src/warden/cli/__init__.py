@@ -36,12 +36,16 @@ def _register() -> None:
     from warden.cli.approvals import approvals
     from warden.cli.audit import audit
     from warden.cli.demo import demo
+    from warden.cli.identity import cred, id_, trust
     from warden.cli.policy import policy
 
     cli.add_command(policy)
     cli.add_command(approvals)
     cli.add_command(audit)
     cli.add_command(demo)
+    cli.add_command(id_)
+    cli.add_command(cred)
+    cli.add_command(trust)
 
 
 _register()
