@@ -26,6 +26,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 import bench_audit  # noqa: E402 - benchmarks/ is not a package
+import bench_identity  # noqa: E402
 import workload  # noqa: E402
 from timing import time_calls, time_once_ms  # noqa: E402
 from warden import Action, ActionDenied, Governor, load_policy_text  # noqa: E402
@@ -321,6 +322,8 @@ def render(results: dict[str, Any]) -> str:
                 "(SQLite WAL, synchronous=FULL), hash-chained by a Merkle tree with signed "
                 "checkpoints.",
             ]
+    if results.get("identity"):
+        lines += bench_identity.render(results["identity"])
     probes = results.get("probes")
     ref_probes = (ref or {}).get("probes") or {}
     if probes and ref_probes.get("results"):
@@ -367,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(HERE / "results" / "latest.json"))
     ap.add_argument("--no-docs", action="store_true", help="do not rewrite docs/BENCHMARKS.md")
     ap.add_argument("--no-audit", action="store_true", help="skip the audit-log benchmarks")
+    ap.add_argument("--no-identity", action="store_true", help="skip the identity benchmarks")
     ap.add_argument("--audit-n", type=int, default=200_000, help="records for the append test")
     ap.add_argument(
         "--verify-n",
@@ -386,6 +390,8 @@ def main(argv: list[str] | None = None) -> int:
         results["audit"] = bench_audit.run(
             args.max_samples, args.budget_s, args.audit_n, args.verify_n
         )
+    if not args.no_identity:
+        results["identity"] = bench_identity.run(args.max_samples, args.budget_s)
     if args.compare:
         results["reference"] = run_reference(
             args.compare,
