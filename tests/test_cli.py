@@ -272,6 +272,8 @@ def test_demo_runs() -> None:
     assert "require_approval" in out and "approved apr-" in out
     assert "mail may only go to customer addresses" in out
     assert "Nothing the policy denied ran." in out
+    assert "a stolen copy of the token: proof of possession: not signed" in out
+    assert "`payments.refund` is not covered by the credential's capabilities" in out
 
 
 def test_installed_entry_point_and_usage_errors() -> None:

@@ -368,3 +368,65 @@ def test_without_identity_the_host_assertion_stands(tmp_path: Path) -> None:
     assert gov.identity is None
     assert gov.check(Action(tool="fs.read", agent={"trust": 900})).allowed
     assert not gov.check(Action(tool="fs.read", agent={"trust": 100})).allowed
+
+
+def test_a_handshake_peer_is_admitted_under_its_verified_credential(
+    gov: Governor, root: Identity, clock: Clock
+) -> None:
+    import threading
+
+    from warden.identity import Verifier
+    from warden.identity.handshake import Responder, initiate
+    from warden.identity.transport import socket_pair
+
+    host, peer = Identity.generate(), Identity.generate()
+    verifier = Verifier([root.did], AUD, clock=clock)
+    host_cred = cred(root, host, clock, ["chat.*"])
+    peer_cred = cred(root, peer, clock, ["fs.read"], ring=1)
+    a, b = socket_pair()
+    box: dict[str, object] = {}
+    t = threading.Thread(
+        target=lambda: box.update(s=Responder(host, host_cred, verifier, clock=clock).respond(b))
+    )
+    t.start()
+    initiate(a, peer, peer_cred, verifier, purpose="work", clock=clock)
+    t.join(timeout=30)
+    assert gov.identity is not None
+    agent = gov.identity.admit(box["s"])  # type: ignore[arg-type]
+    assert agent.did == peer.did and agent.via == "handshake"
+    seen: list[Action] = []
+
+    class Sink:
+        def record(self, action: Action, decision: object) -> None:
+            seen.append(action)
+
+    gov.sinks.append(Sink())
+    assert gov.check(Action(tool="fs.read", session=agent.session)).allowed
+    assert seen[-1].agent["id"] == peer.did and seen[-1].agent["ring"] == 1
+    assert not gov.check(Action(tool="chat.send", session=agent.session)).allowed
+    a.close()
+    b.close()
+
+
+def test_admit_re_verifies_against_the_governors_own_roots(gov: Governor, clock: Clock) -> None:
+    import threading
+
+    from warden.identity import Verifier
+    from warden.identity.handshake import Responder, initiate
+    from warden.identity.transport import socket_pair
+
+    other_root = Identity.generate()  # trusted by the two peers, not by the Governor
+    host, peer = Identity.generate(), Identity.generate()
+    verifier = Verifier([other_root.did], AUD, clock=clock)
+    a, b = socket_pair()
+    box: dict[str, object] = {}
+    responder = Responder(host, cred(other_root, host, clock, ["*"]), verifier, clock=clock)
+    t = threading.Thread(target=lambda: box.update(s=responder.respond(b)))
+    t.start()
+    initiate(a, peer, cred(other_root, peer, clock, ["*"]), verifier, purpose="x", clock=clock)
+    t.join(timeout=30)
+    assert gov.identity is not None
+    with pytest.raises(CredentialError, match="not a trusted root"):
+        gov.identity.admit(box["s"])  # type: ignore[arg-type]
+    a.close()
+    b.close()

@@ -145,6 +145,8 @@ def demo(home: str | None) -> None:
             console.print("\n[bold]4. the same agent after its trust dropped to 150[/bold]")
             step("tickets.read(4711)", read_ticket, 4711)
 
+        _identity_demo(console, state, log, step)
+
         console.print("\n[bold]the decision log[/bold]")
         table = Table(show_lines=False)
         for col in ("#", "tool", "args", "effect", "rules", "µs"):
@@ -159,7 +161,7 @@ def demo(home: str | None) -> None:
                 action.tool,
                 args,
                 f"[{_STYLE[d.effect]}]{d.effect.value}[/]",
-                ", ".join(d.rules) or "(default)",
+                ", ".join(d.rules) or _no_rule(d),
                 f"{d.elapsed_ns / 1000:.1f}",
             )
         console.print(table)
@@ -204,3 +206,54 @@ def demo(home: str | None) -> None:
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _no_rule(d: Decision) -> str:
+    """What decided when no rule did: the identity step, or the policy default."""
+    return "(identity)" if d.reasons and d.reasons[0].startswith("identity:") else "(default)"
+
+
+def _identity_demo(console: Any, state: Path, log: DecisionLog, step: Any) -> None:
+    """Part 5: the same policy with identity on; the agent proves who it is."""
+    from warden.errors import CredentialError
+    from warden.identity import Identity, issue, make_proof
+    from warden.identity.gate import IdentityConfig
+
+    console.print("\n[bold]5. identity on: the agent proves who it is[/bold]")
+    authority, agent, thief = Identity.generate(), Identity.generate(), Identity.generate()
+    caps: list[Any] = ["tickets.*", {"tool": "payments.refund", "args": {"amount": {"max": 50}}}]
+    token = issue(authority, agent.did, caps, audience="support", ttl=3600, ring=2)
+    gov = Governor.from_policy(
+        example_policy(),
+        home=state / "identity",
+        audit=False,
+        sinks=[log],
+        identity=IdentityConfig(roots=[authority.did], audience="support"),
+    )
+    gate = gov.identity
+    assert gate is not None
+    console.print(
+        f"  credential for {agent.did[:24]}…: tickets.*, refunds up to 50, ring 2\n"
+        f"  [dim](a {len(token)}-byte JWS signed by the authority {authority.did[:24]}…)[/dim]"
+    )
+    try:
+        gate.authenticate(token, make_proof(thief, token, gate.challenge(), "support"))
+    except CredentialError as exc:
+        console.print(f"  [red]refused[/red]  a stolen copy of the token: {exc}", markup=True)
+    verified = gate.authenticate(token, make_proof(agent, token, gate.challenge(), "support"))
+    console.print("  [green]verified[/green] the agent signed a fresh challenge with its key")
+
+    @gov.tool("tickets.read")
+    def read_ticket(ticket: int) -> str:
+        return f"ticket {ticket}"
+
+    @gov.tool("payments.refund")
+    def refund(order: int, amount: float, currency: str = "EUR") -> str:
+        return f"refunded {amount} {currency} on order {order}"
+
+    # The host claims trust 1000 and ring 0; policy sees the verified values instead.
+    with gov.session(verified.session, agent={"trust": 1000, "ring": 0}):
+        step("tickets.read(4711) — as the verified agent", read_ticket, 4711)
+        step("payments.refund(998, 30 EUR) — within the credential", refund, 998, 30)
+        step("payments.refund(998, 120 EUR) — beyond the credential", refund, 998, 120)
+    step("tickets.read(4711) — with no verified session", read_ticket, 4711)
