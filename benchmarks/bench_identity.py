@@ -37,6 +37,7 @@ name: identity-bench
 default: deny
 rules:
   - {id: read, tool: "fs.read", effect: allow}
+  - {id: drop, tool: "db.drop", effect: deny}
   - {id: low-trust, when: "agent.trust < 300", effect: deny}
 """
 
@@ -97,13 +98,34 @@ def bench_governor(max_samples: int, budget_ns: int, work: Path) -> dict[str, An
         assert gov.identity is not None
         gov.identity.authenticate(token, make_proof(agent, token, gov.identity.challenge(), AUD))
 
+    # A deny by a rule also records a signed violation (sign + a durable SQLite commit). The
+    # agent starts at 1000 and is never revoked here, so every sample takes that path.
+    strict = TrustStore(work / "trust-deny.db", baseline=1000, revoke_below=0)
+    denier = Governor(
+        policy,
+        home=work / "home2",
+        audit=False,
+        identity=IdentityConfig(roots=[root.did], audience=AUD, trust=strict),
+    )
+    assert denier.identity is not None
+    token_all = issue(root, agent.did, ["*"], audience=AUD, ttl=3600)
+    va2 = denier.identity.authenticate(
+        token_all, make_proof(agent, token_all, denier.identity.challenge(), AUD)
+    )
+    drop = Action(tool="db.drop", session=va2.session)
+    assert denier.check(drop).rules == ("drop",)
+
     out = {
+        "check_deny_reported": time_calls(
+            lambda: denier.check(drop), max(200, max_samples // 20), budget_ns
+        ),
         "resolve": time_calls(lambda: gov.identity.resolve(action), max_samples, budget_ns),  # type: ignore[union-attr]
         "check_identity": time_calls(lambda: gov.check(action), max_samples, budget_ns),
         "check_host_asserted": time_calls(lambda: plain.check(host), max_samples, budget_ns),
         "authenticate": time_calls(login, max(200, max_samples // 20), budget_ns),
     }
     trust.close()
+    strict.close()
     return out
 
 
@@ -217,6 +239,8 @@ def render(r: dict[str, Any]) -> list[str]:
         f"| `Governor.check` with identity (resolve + policy) | {_us(g['check_identity'])} µs | |",
         f"| `Governor.check`, host-asserted agent (no identity) | "
         f"{_us(g['check_host_asserted'])} µs | |",
+        f"| `Governor.check`, deny by a rule, with its signed violation recorded durably | "
+        f"{_us(g['check_deny_reported'])} µs | |",
         f"| authenticate: challenge, sign a proof, verify it (credential signature cached) | "
         f"{_us(g['authenticate'])} µs | |",
         f"| full mutual handshake, two processes, loopback TCP ({h['rounds']} rounds) | "

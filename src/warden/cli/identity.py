@@ -308,24 +308,18 @@ def trust() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def trust_show(did: str | None, home: str, n_events: int, as_json: bool) -> None:
     """Show one agent's score, tier and latest events, or every known agent."""
+    if did is not None:
+        _check_did(did)
     store = _open_trust(home, must_exist=did is None)
-    if store is None:  # an agent never seen: the baseline
-        from warden.trust import TrustStore
+    if store is None:  # no store yet: the agent has never been seen, so it has the baseline
+        from warden.trust import DEFAULT_BASELINE, AgentTrust, tier_of
 
-        store = TrustStore(Path(home) / "trust.db")
+        snap = AgentTrust(str(did), DEFAULT_BASELINE, tier_of(DEFAULT_BASELINE), False, None)
+        _print_agent(snap, [], as_json)
+        return
     try:
         if did is not None:
-            _check_did(did)
-            snap = store.snapshot(did)
-            events = store.events(did, n_events)
-            data = {**_snap(snap), "events": [_event(e) for e in events]}
-            if as_json:
-                print_json(data)
-                return
-            state = f"REVOKED ({snap.reason})" if snap.revoked else snap.tier
-            click.echo(f"{snap.did}\n  trust {snap.score} / 1000, {state}")
-            for e in data["events"]:
-                click.echo(f"  {e}")
+            _print_agent(store.snapshot(did), store.events(did, n_events), as_json)
             return
         agents = [_snap(a) for a in store.agents()]
         if as_json:
@@ -423,6 +417,20 @@ def trust_restore(did: str, by: str | None, home: str) -> None:
     click.echo(f"{did} restored: trust {snap.score} ({snap.tier})")
 
 
+def _print_agent(snap: Any, events: list[Any], as_json: bool) -> None:
+    data = {**_snap(snap), "events": [_event(e) for e in events]}
+    if as_json:
+        print_json(data)
+        return
+    state = f"REVOKED ({snap.reason})" if snap.revoked else snap.tier
+    click.echo(f"{snap.did}\n  trust {snap.score} / 1000, {state}")
+    for e in events:
+        sign = "+" if e.delta > 0 else ""
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.at))
+        note = f"  ({e.note})" if e.note else ""
+        click.echo(f"  {when}  {e.kind:<11} {sign}{e.delta:<5} -> {e.score}  by {e.actor}{note}")
+
+
 def _check_did(did: str) -> None:
     from warden.identity.did import public_key_from_did
 
@@ -443,8 +451,6 @@ def _snap(s: Any) -> dict[str, Any]:
 
 
 def _event(e: Any) -> Any:
-    if hasattr(e, "to_dict"):
-        return e.to_dict()
     import msgspec
 
     return msgspec.to_builtins(e)

@@ -5,6 +5,7 @@ The specification is docs/identity.md ("Trust").
 
 from warden.trust._events import TIERS, TrustEvent, sign_event, tier_of, verify_event
 from warden.trust._store import (
+    DEFAULT_BASELINE,
     AgentTrust,
     RevokedCredential,
     TrustRecord,
@@ -13,6 +14,7 @@ from warden.trust._store import (
 )
 
 __all__ = [
+    "DEFAULT_BASELINE",
     "TIERS",
     "AgentTrust",
     "RevokedCredential",

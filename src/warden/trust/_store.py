@@ -44,6 +44,7 @@ from warden.identity.did import is_did
 from warden.trust._events import _TIER_BY_SCORE, MAX_NOTE, MAX_SCORE, TrustEvent, verify_event
 
 __all__ = [
+    "DEFAULT_BASELINE",
     "SCHEMA_VERSION",
     "AgentTrust",
     "RevokedCredential",
@@ -53,6 +54,7 @@ __all__ = [
 ]
 
 SCHEMA_VERSION: Final = 1
+DEFAULT_BASELINE: Final = 500
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS agents (
     did TEXT PRIMARY KEY,
@@ -156,7 +158,7 @@ class TrustStore:
         self,
         path: str | os.PathLike[str] | None = None,
         *,
-        baseline: int = 500,
+        baseline: int = DEFAULT_BASELINE,
         half_life: float = 7 * 86400.0,
         revoke_below: int = 100,
         attest_min: int = 500,
