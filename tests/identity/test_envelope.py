@@ -185,6 +185,17 @@ def test_expired_envelope_is_rejected(pair: Pair) -> None:
         quick.open(slightly_old.seal(b"x"))
 
 
+def test_no_envelope_is_accepted_once_the_peer_credential_expired(pair: Pair) -> None:
+    expires = pair.b.expires
+    writer = EnvelopeWriter(pair.a, clock=lambda: expires + 31)
+    reader = EnvelopeReader(pair.b, clock=lambda: expires + 31)
+    with pytest.raises(EnvelopeError, match="the session ended"):
+        reader.open(writer.seal(b"late"))
+    assert_untouched(reader)
+    within_skew = EnvelopeReader(pair.b, clock=lambda: expires + 29)
+    assert within_skew.open(EnvelopeWriter(pair.a, clock=lambda: expires + 29).seal(b"ok")) == b"ok"
+
+
 def test_envelope_from_the_future_is_rejected(pair: Pair) -> None:
     reader = EnvelopeReader(pair.b)
     ahead = EnvelopeWriter(pair.a, clock=lambda: time.time() + 31)

@@ -175,6 +175,7 @@ class EnvelopeReader:
         self.recipient = session.local.did
         self.sender = session.peer_did
         self.session_id = session.id
+        self.expires = session.expires
         self._sender_key = public_key_from_did(self.sender)
         self.max_age = max_age
         self.skew = skew
@@ -247,6 +248,10 @@ class EnvelopeReader:
                 )
             if now_ms - env.ts > self.max_age * 1000:
                 raise EnvelopeError(f"envelope expired: older than {self.max_age:g} s")
+            if now >= self.expires + self.skew:
+                raise EnvelopeError(
+                    f"the session ended: the credential of {self.sender} expired at {self.expires}"
+                )
             if env.seq != self._seq:
                 what = "replayed" if env.seq < self._seq else "out of order"
                 raise EnvelopeError(f"{what}: seq {env.seq}, expected {self._seq}")
