@@ -248,3 +248,48 @@ def render(r: dict[str, Any]) -> list[str]:
         f"| envelope seal (512-byte body) | {_us(e['seal'])} µs | |",
         f"| envelope open (verify, replay and order checks) | {_us(e['open'])} µs | |",
     ]
+
+
+def render_reference(ours: dict[str, Any], ref: dict[str, Any]) -> list[str]:
+    """warden beside the reference toolkit's identity layer (benchmarks/compare/agt_identity.py)."""
+    sig, hs = ref["signatures"], ref["handshake"]
+    chain = ref["credentials"]["scope_chain"]
+    probes = hs["probes"]
+    fail_open = [
+        name
+        for section in (hs["probes"], chain["probes"])
+        for name, p in section.items()
+        if p.get("fail_open")
+    ]
+    ref_hs = f"{hs['full']['p50_ms']} ms, in one process (simulated: {hs['parties']} party)"
+    return [
+        "",
+        f"#### Against {ref.get('tool', 'the reference toolkit')} {ref.get('version', '')} "
+        "identity, same run",
+        "",
+        "| measure | warden p50 | reference p50 | reference entry point |",
+        "|---|---:|---:|---|",
+        f"| Ed25519 verify | {_us(ours['signatures']['verify'])} µs | "
+        f"{sig['verify']['p50_ns'] / 1e3:.2f} µs | `{sig['verify']['api']}` |",
+        f"| 3-link delegation chain, every signature checked | "
+        f"{_us(ours['credentials']['verify_3_links'])} µs | "
+        f"{chain['verify_3_links_2_signatures_checked']['p50_ns'] / 1e3:.2f} µs "
+        f"(2 of 3 links signed) | `{chain['api']}` |",
+        f"| handshake | {ours['handshake']['p50_ms']} ms, two processes over TCP | {ref_hs} | "
+        f"`{hs['api']}` |",
+        "",
+        "What the reference handshake is: "
+        + (
+            "the initiator looks the peer up in its own registry, which holds the peer's "
+            "private key, and signs the peer's answer itself; a peer registered with its "
+            "public key only (any real remote agent) cannot complete it"
+            if probes.get("peer_response_fabricated_locally", {}).get("initiator_can_sign_as_peer")
+            else hs.get("what", "?")
+        )
+        + f" (`{probes.get('remote_peer_public_key_only', {}).get('rejection_reason', '?')}`).",
+        "",
+        "Reference probes that failed open (accepted what must be refused): "
+        + (", ".join(f"`{n}`" for n in fail_open) if fail_open else "none")
+        + ". warden's equivalents (a revoked peer, a forged or widened chain) are refused by "
+        "tests in tests/identity/.",
+    ]

@@ -175,6 +175,23 @@ def run_reference(
     return result
 
 
+def run_reference_identity(python: str, max_samples: int, budget_s: float) -> dict[str, Any]:
+    cmd = [
+        python,
+        str(HERE / "compare" / "agt_identity.py"),
+        "--max-samples",
+        str(max_samples),
+        "--budget-s",
+        str(budget_s),
+    ]
+    print("  running the reference identity layer: " + " ".join(cmd), file=sys.stderr)
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"run.py: the reference identity runner failed:\n{proc.stderr[-2000:]}")
+    result: dict[str, Any] = json.loads(proc.stdout)
+    return result
+
+
 def ratios(ours: dict[str, Any], ref: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for size, actions in ours["check"].items():
@@ -324,6 +341,8 @@ def render(results: dict[str, Any]) -> str:
             ]
     if results.get("identity"):
         lines += bench_identity.render(results["identity"])
+        if (ref or {}).get("identity"):
+            lines += bench_identity.render_reference(results["identity"], ref["identity"])
     probes = results.get("probes")
     ref_probes = (ref or {}).get("probes") or {}
     if probes and ref_probes.get("results"):
@@ -401,6 +420,10 @@ def main(argv: list[str] | None = None) -> int:
             0 if args.no_audit else args.audit_n,
         )
         results["ratios"] = ratios(results["decisions"], results["reference"])
+        if not args.no_identity:
+            results["reference"]["identity"] = run_reference_identity(
+                args.compare, args.max_samples, args.budget_s
+            )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
