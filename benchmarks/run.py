@@ -167,10 +167,15 @@ def run_reference(
         "--audit-n",
         str(audit_n),
     ]
-    print("  running the reference toolkit: " + " ".join(cmd), file=sys.stderr)
+    return _run_json(cmd, "the reference toolkit")
+
+
+def _run_json(cmd: list[str], what: str) -> dict[str, Any]:
+    """Run a reference runner in its own venv; its stdout is one JSON object."""
+    print(f"  running {what}: " + " ".join(cmd), file=sys.stderr)
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
-        raise SystemExit(f"run.py: the reference runner failed:\n{proc.stderr[-2000:]}")
+        raise SystemExit(f"run.py: {what} failed:\n{proc.stderr[-2000:]}")
     result: dict[str, Any] = json.loads(proc.stdout)
     return result
 
@@ -184,12 +189,7 @@ def run_reference_identity(python: str, max_samples: int, budget_s: float) -> di
         "--budget-s",
         str(budget_s),
     ]
-    print("  running the reference identity layer: " + " ".join(cmd), file=sys.stderr)
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise SystemExit(f"run.py: the reference identity runner failed:\n{proc.stderr[-2000:]}")
-    result: dict[str, Any] = json.loads(proc.stdout)
-    return result
+    return _run_json(cmd, "the reference identity layer")
 
 
 def ratios(ours: dict[str, Any], ref: dict[str, Any]) -> dict[str, Any]:

@@ -72,3 +72,16 @@ def time_once_ms(fn: Callable[[], Any], reps: int = 5, budget_s: float = 2.0) ->
         if time.perf_counter() - start >= budget_s:
             break
     return round(statistics.median(times), 3)
+
+
+def package_versions(names: tuple[str, ...]) -> dict[str, str | None]:
+    """Installed version of each distribution (None when absent), for the results' header."""
+    from importlib import metadata
+
+    versions: dict[str, str | None] = {}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions

@@ -35,12 +35,14 @@ import threading
 import time
 import warnings
 from collections.abc import Awaitable, Callable, Coroutine
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from timing import time_calls  # the same timing code as benchmarks/bench_identity.py
+from timing import (  # the same timing code as benchmarks/bench_identity.py
+    package_versions,
+    time_calls,
+)
 
 with warnings.catch_warnings():
     # agent_os / agentmesh emit deprecation warnings on import; main() also silences the
@@ -823,16 +825,6 @@ def bench_handshake(max_samples: int, budget_ns: int) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 
 
-def package_versions() -> dict[str, str | None]:
-    versions: dict[str, str | None] = {}
-    for pkg in PACKAGES:
-        try:
-            versions[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            versions[pkg] = None
-    return versions
-
-
 def build_notes(hs: dict[str, Any]) -> list[str]:
     open_ = [name for name, out in hs["probes"].items() if out.get("fail_open")]
     return [
@@ -883,7 +875,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     quiet()
     budget_ns = int(args.budget_s * 1e9 / 4)
-    versions = package_versions()
+    versions = package_versions(PACKAGES)
     signatures = bench_signatures(args.max_samples, budget_ns)
     credentials = {
         "bearer": bench_bearer_credentials(args.max_samples, budget_ns),

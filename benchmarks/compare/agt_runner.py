@@ -38,7 +38,6 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +45,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import workload
-from timing import time_calls  # the same timing code as benchmarks/run.py
+from timing import package_versions, time_calls  # the same timing code as benchmarks/run.py
 
 with warnings.catch_warnings():
     # agent_os / agentmesh emit "deprecated, use agent-governance-toolkit-core" warnings on
@@ -579,16 +578,6 @@ def run_probes() -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 
 
-def package_versions() -> dict[str, str | None]:
-    versions: dict[str, str | None] = {}
-    for pkg in PACKAGES:
-        try:
-            versions[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            versions[pkg] = None
-    return versions
-
-
 def build_notes(engines: dict[str, dict[str, Any]], probes: dict[str, Any] | None) -> list[str]:
     notes = [
         "`pip install agent-governance-toolkit` alone installs only the agent_compliance "
@@ -673,7 +662,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unknown engine(s) {unknown}; choose from {list(ENGINES)}", file=sys.stderr)
         return 2
 
-    versions = package_versions()
+    versions = package_versions(PACKAGES)
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="agt-bench-") as tmp:
         workdir = Path(tmp)
