@@ -1,9 +1,10 @@
-"""SQLite helpers shared by the embedded stores (approvals, audit)."""
+"""SQLite helpers shared by the embedded stores (approvals, audit, trust, runtime, sagas)."""
 
 from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,11 +12,27 @@ from pathlib import Path
 __all__ = ["connect", "write_transaction"]
 
 
-def connect(path: Path) -> sqlite3.Connection:
-    """Open (creating) a database in WAL mode with full fsync, for manual transactions."""
+def connect(path: Path, timeout: float = 30.0) -> sqlite3.Connection:
+    """Open (creating) a database in WAL mode with full fsync, for manual transactions.
+
+    Switching a new file to WAL does not wait on SQLite's busy timeout: when
+    several processes create the same file at once, one of them can get
+    "database is locked" at once. That switch is retried here until ``timeout``.
+    """
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
-    db.execute("PRAGMA journal_mode=WAL")
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=timeout)
+    deadline = time.monotonic() + timeout
+    delay = 0.001
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                db.close()
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
     db.execute("PRAGMA synchronous=FULL")
     return db
 
