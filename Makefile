@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint fmt bench bench-compare clean
+.PHONY: demo test lint fmt bench bench-compare clean sandbox-deps
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,9 +16,23 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/warden demo
 
-test: $(STAMP)
+test: $(STAMP) sandbox-deps
 	$(BIN)/warden policy test src/warden/examples
 	$(BIN)/python -m pytest -n 2
+
+# The runtime sandbox runs code under bubblewrap (docs/runtime.md). As root with
+# apt (CI, a container) it is installed here; otherwise a note says how, and the
+# tests that need it are skipped.
+sandbox-deps:
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing bubblewrap"; \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; } \
+	      || echo "note: could not install bubblewrap; the sandbox tests will be skipped"; \
+	  else \
+	    echo "note: bubblewrap is missing (Debian/Ubuntu: sudo apt-get install bubblewrap); the sandbox tests will be skipped"; \
+	  fi; \
+	}
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check src tests benchmarks

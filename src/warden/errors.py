@@ -8,7 +8,8 @@ Every exception warden raises on purpose derives from one root::
     ├── PolicyError               a policy document did not load (carries diagnostics)
     ├── ActionBlocked             an action did not go ahead (carries the Decision)
     │   ├── ActionDenied          the decision was deny
-    │   └── ApprovalRequired      the decision was require_approval
+    │   ├── ApprovalRequired      the decision was require_approval
+    │   └── ActionKilled          the call was cancelled by a kill while in flight
     ├── ApprovalError             an approval operation was refused
     │   ├── ApprovalNotFound
     │   ├── SelfApprovalError
@@ -19,6 +20,9 @@ Every exception warden raises on purpose derives from one root::
     │   ├── HandshakeError        a handshake failed or the peer was refused
     │   └── EnvelopeError         a signed envelope was rejected
     ├── TrustError                the trust store refused an event or cannot be read
+    ├── RuntimeStateError         the kill switch / ring store cannot be read or written
+    ├── SandboxError              the sandbox cannot run a command safely (fails closed)
+    ├── SagaError                 a saga cannot be started, run or recovered
     └── VerificationError         a proof, signature or log failed verification
         ├── InclusionProofError
         ├── ConsistencyProofError
@@ -38,6 +42,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ActionBlocked",
     "ActionDenied",
+    "ActionKilled",
     "ApprovalError",
     "ApprovalNotFound",
     "ApprovalRequired",
@@ -54,6 +59,9 @@ __all__ = [
     "InvalidActionError",
     "LogIntegrityError",
     "PolicyError",
+    "RuntimeStateError",
+    "SagaError",
+    "SandboxError",
     "SelfApprovalError",
     "TrustError",
     "VerificationError",
@@ -94,6 +102,10 @@ class ActionBlocked(WardenError):
 
 class ActionDenied(ActionBlocked):
     """The policy denied the action."""
+
+
+class ActionKilled(ActionBlocked):
+    """A kill switch stopped the call while it was in flight (its outcome is ``killed``)."""
 
 
 class ApprovalRequired(ActionBlocked):
@@ -142,6 +154,18 @@ class EnvelopeError(IdentityError):
 
 class TrustError(WardenError):
     """The trust store refused an event (bad signature, bad field) or cannot be read."""
+
+
+class RuntimeStateError(WardenError):
+    """The kill switch or ring store cannot be read or written (decisions then deny)."""
+
+
+class SandboxError(WardenError):
+    """The sandbox cannot run a command with the isolation asked for; nothing ran."""
+
+
+class SagaError(WardenError):
+    """A saga cannot be started, run or recovered (unknown step, store failure, bad state)."""
 
 
 class VerificationError(WardenError):
