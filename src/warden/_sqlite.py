@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["connect", "write_transaction"]
+__all__ = ["connect", "open_store", "write_transaction"]
 
 
 def connect(path: Path, timeout: float = 30.0) -> sqlite3.Connection:
@@ -52,3 +52,32 @@ def write_transaction(db: sqlite3.Connection, lock: threading.Lock) -> Iterator[
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
+
+
+def open_store(
+    path: Path, schema: str, version: int, what: str, error: type[Exception]
+) -> sqlite3.Connection:
+    """Open a store's file, creating ``schema`` in it; ``error`` names what went wrong.
+
+    A file whose ``user_version`` is neither 0 (new) nor ``version`` belongs to
+    another release of warden and is refused.
+    """
+    try:
+        db = connect(path)
+    except (OSError, sqlite3.Error) as exc:
+        raise error(f"{path}: cannot open the {what}: {exc}") from None
+    try:
+        found = db.execute("PRAGMA user_version").fetchone()[0]
+        if found not in (0, version):
+            raise error(
+                f"{path}: {what} has schema version {found}; this warden reads version {version}"
+            )
+        db.executescript(schema)
+        db.execute(f"PRAGMA user_version={version}")
+    except sqlite3.Error as exc:
+        db.close()
+        raise error(f"{path}: cannot open the {what}: {exc}") from None
+    except BaseException:
+        db.close()
+        raise
+    return db

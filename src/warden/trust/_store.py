@@ -37,7 +37,7 @@ from typing import Any, Final
 
 import msgspec
 
-from warden._sqlite import connect, write_transaction
+from warden._sqlite import open_store, write_transaction
 from warden._text import is_utf8
 from warden.errors import TrustError
 from warden.identity.did import is_did
@@ -213,19 +213,8 @@ class TrustStore:
         self._next_check = _monotonic() + self.refresh_interval
 
     def _open(self) -> sqlite3.Connection:
+        db = open_store(self.path, _SCHEMA, SCHEMA_VERSION, "trust store", TrustError)
         try:
-            db = connect(self.path)
-        except (OSError, sqlite3.Error) as exc:
-            raise TrustError(f"{self.path}: cannot open the trust store: {exc}") from None
-        try:
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, SCHEMA_VERSION):
-                raise TrustError(
-                    f"{self.path}: trust store has schema version {version}; "
-                    f"this warden reads version {SCHEMA_VERSION}"
-                )
-            db.executescript(_SCHEMA)
-            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             self._data_version = db.execute("PRAGMA data_version").fetchone()[0]
             self._catch_up(db)
         except sqlite3.Error as exc:
