@@ -26,6 +26,8 @@ rules:
   - id: read
     tool: "db.*"
     effect: allow
+agents:
+  "did:key:z6MkAgent": {ring: 2}   # the operator's ring for the agent (docs/runtime.md)
 """
 )
 AGENT = {"id": "did:key:z6MkAgent", "trust": 700, "ring": 2}

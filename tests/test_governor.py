@@ -51,6 +51,8 @@ rules:
   - id: refund
     tool: pay.refund
     effect: allow
+agents:
+  "did:key:z6MkAgent": {ring: 2}
 """
 
 AGENT = {"id": "did:key:z6MkAgent", "trust": 640, "ring": 2}

@@ -12,6 +12,7 @@ only WardenError subclasses ever reach the caller.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import contextlib
 import contextvars
@@ -26,19 +27,26 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from time import perf_counter_ns
-from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Final, ParamSpec, Protocol, TypeVar, overload
 
-from warden.action import Action, Decision, Effect
+import msgspec
+
+from warden.action import Action, Decision, Effect, with_agent
 from warden.approvals import DEFAULT_TTL, ApprovalStore, action_digest
-from warden.errors import ActionDenied, ApprovalRequired, ConfigurationError
+from warden.errors import ActionDenied, ActionKilled, ApprovalRequired, ConfigurationError
 from warden.policy import Policy, load_policy
-from warden.policy.evaluate import evaluate
+from warden.policy.evaluate import evaluate, redactions
+from warden.runtime.control import Runtime
 
 if TYPE_CHECKING:
     from warden.audit import AuditLog
     from warden.identity.gate import IdentityConfig, IdentityGate
+    from warden.runtime.sandbox import Sandbox, SandboxResult
 
 __all__ = ["DecisionLog", "DecisionSink", "Governor", "Session"]
+
+SANDBOX: Final = "sandbox"
+"""The obligation a ring-3 call of an exec tool carries: run it only through Governor.exec."""
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -138,6 +146,10 @@ class Governor:
             from warden.identity.gate import IdentityGate  # loads cryptography and joserfc
 
             self._identity = IdentityGate(identity, self._home, clock)
+        self.runtime = Runtime(
+            self._home, policy, self.audit.append if self.audit is not None else None, clock
+        )
+        self._sandbox: Sandbox | None = None
 
     @classmethod
     def from_policy(cls, policy: str | os.PathLike[str] | Policy, **kwargs: Any) -> Governor:
@@ -151,7 +163,9 @@ class Governor:
 
     def reload(self, policy: str | os.PathLike[str] | Policy) -> None:
         """Swap in a new policy atomically; on a PolicyError the old one stays."""
-        self._policy = policy if isinstance(policy, Policy) else load_policy(policy)
+        loaded = policy if isinstance(policy, Policy) else load_policy(policy)
+        self.runtime.reload(loaded)
+        self._policy = loaded
 
     @property
     def identity(self) -> IdentityGate | None:
@@ -172,39 +186,18 @@ class Governor:
     # --- the decision path ----------------------------------------------------------------
 
     def check(self, action: Action) -> Decision:
-        """Decide one action. Never raises for the action's content; errors are denies."""
+        """Decide one action. Never raises for the action's content; errors are denies.
+
+        The path (docs/runtime.md, "Order of the decision path"): kill switch,
+        identity, ring, policy rules, budgets, approval gate, then the sinks.
+        """
         started = perf_counter_ns()
         decision_id = _new_id()
+        policy = self._policy
         try:
-            policy = self._policy
-            gate = self._identity
-            resolved = action if gate is None else gate.resolve(action)
-            if type(resolved) is str:
-                decision = Decision(
-                    Effect.DENY,
-                    reasons=(f"identity: {resolved}",),
-                    policy_hash=policy.hash if policy is not None else "",
-                    elapsed_ns=perf_counter_ns() - started,
-                    id=decision_id,
-                )
-            elif policy is None:
-                action = resolved  # type: ignore[assignment]  # not a str: an Action
-                decision = Decision(
-                    Effect.ALLOW,
-                    reasons=("no policy loaded (allow_unconfigured=True)",),
-                    elapsed_ns=perf_counter_ns() - started,
-                    id=decision_id,
-                )
-            else:
-                action = resolved  # type: ignore[assignment]
-                decision = evaluate(policy, action, started, decision_id)
-                if decision.effect is Effect.REQUIRE_APPROVAL:
-                    decision = self._approval_gate(action, decision, started)
-                elif gate is not None and decision.rules and decision.effect is Effect.DENY:
-                    with contextlib.suppress(Exception):  # the deny stands either way
-                        gate.report_violation(action.agent, decision.rules)
+            decision, action = self._decide(action, policy, started, decision_id)
         except Exception as exc:  # noqa: BLE001 - fail closed on anything unexpected
-            decision = _internal_deny(exc, started, self._policy, decision_id)
+            decision = _internal_deny(exc, started, policy, decision_id, action)
         for sink in self._sinks_now():
             try:
                 sink.record(action, decision)
@@ -214,12 +207,69 @@ class Governor:
                     decision.rules,
                     (*decision.reasons, f"the decision could not be recorded ({exc})"),
                     decision.errors,
+                    obligations=decision.obligations,
                     policy_hash=decision.policy_hash,
                     elapsed_ns=perf_counter_ns() - started,
                     id=decision_id,
                 )
                 break
         return decision
+
+    def _decide(
+        self, action: Action, policy: Policy | None, started: int, decision_id: str
+    ) -> tuple[Decision, Action]:
+        """The decision, and the action as the path saw it (verified agent, effective ring)."""
+        runtime = self.runtime
+        gate = self._identity
+        agent = action.agent
+        kill = runtime.killed(None if gate is not None else agent.get("id"), action.session)
+        if kill is not None:
+            return _deny(kill.describe(), (), policy, started, decision_id, action), action
+        if gate is not None:
+            resolved = gate.resolve(action)
+            if type(resolved) is str:
+                return _deny(
+                    f"identity: {resolved}", (), policy, started, decision_id, action
+                ), action
+            action = resolved  # type: ignore[assignment]  # not a str: an Action
+            agent = action.agent
+            kill = runtime.killed(agent.get("id"), None)
+            if kill is not None:
+                return _deny(kill.describe(), (), policy, started, decision_id, action), action
+        ring = runtime.effective_ring(agent, gate is not None)
+        if agent.get("ring") != ring or type(agent.get("ring")) is not int:
+            action = with_agent(action, {**agent, "ring": ring})
+        is_exec = False
+        if runtime.rings.has_tools:
+            refusal, is_exec = runtime.ring_refusal(action, ring)
+            if refusal is not None:
+                return _deny(refusal, (), policy, started, decision_id, action), action
+        if policy is None:
+            decision = Decision(
+                Effect.ALLOW,
+                reasons=("no policy loaded (allow_unconfigured=True)",),
+                elapsed_ns=perf_counter_ns() - started,
+                id=decision_id,
+            )
+        else:
+            decision = evaluate(policy, action, started, decision_id)
+            if decision.effect is Effect.REQUIRE_APPROVAL:
+                decision = self._approval_gate(action, decision, started)
+            elif gate is not None and decision.rules and decision.effect is Effect.DENY:
+                with contextlib.suppress(Exception):  # the deny stands either way
+                    gate.report_violation(action.agent, decision.rules)
+        if decision.effect is not Effect.ALLOW:
+            return decision, action
+        if runtime.has_budgets:
+            over = runtime.budgets.check(action)
+            if over is not None:
+                reason, rules = over[1], (f"budget:{over[0]}",)
+                return _deny(reason, rules, policy, started, decision_id, action), action
+        if is_exec and ring == 3:
+            decision = msgspec.structs.replace(
+                decision, obligations=(*decision.obligations, SANDBOX)
+            )
+        return decision, action
 
     def _sinks_now(self) -> list[DecisionSink]:
         return [self.audit, *self.sinks] if self.audit is not None else self.sinks
@@ -245,6 +295,15 @@ class Governor:
 
     def _refuse_unless_allowed(self, action: Action, decision: Decision) -> None:
         """Record a blocked call's outcome (``denied``) and raise; return if allowed."""
+        if decision.effect is Effect.ALLOW and SANDBOX in decision.obligations:
+            decision = msgspec.structs.replace(
+                decision,
+                effect=Effect.DENY,
+                reasons=(
+                    *decision.reasons,
+                    f"ring 3 runs `{action.tool}` only in the sandbox (use Governor.exec)",
+                ),
+            )
         if decision.effect is not Effect.ALLOW:
             self.record_outcome(action, decision, "denied", 0)
             _raise_unless_allowed(decision)
@@ -253,6 +312,21 @@ class Governor:
         self, action: Action, decision: Decision, start: int, exc: BaseException
     ) -> None:
         self.record_outcome(action, decision, _status_of(exc), perf_counter_ns() - start, error=exc)
+
+    def _killed(self, action: Action, decision: Decision, start: int, call: Any) -> ActionKilled:
+        """Record a call a kill stopped as ``killed``; the exception for its caller."""
+        self.record_outcome(action, decision, "killed", perf_counter_ns() - start)
+        return ActionKilled(
+            msgspec.structs.replace(
+                decision, effect=Effect.DENY, reasons=(*decision.reasons, call.reason)
+            )
+        )
+
+    def _track(self, action: Action) -> Any:
+        agent_id = action.agent.get("id") if action.agent else None
+        return self.runtime.inflight.track(
+            agent_id if type(agent_id) is str else None, action.session, action.tool
+        )
 
     def _call(
         self,
@@ -264,11 +338,16 @@ class Governor:
     ) -> R:
         self._refuse_unless_allowed(action, decision)
         start = perf_counter_ns()
-        try:
-            result = fn(*args, **kwargs)
-        except BaseException as exc:
-            self._record_failure(action, decision, start, exc)
-            raise
+        with self._track(action) as call:
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:
+                if call.cancelled:
+                    raise self._killed(action, decision, start, call) from exc
+                self._record_failure(action, decision, start, exc)
+                raise
+            if call.cancelled:  # a sync function cannot be interrupted: withhold its result
+                raise self._killed(action, decision, start, call)
         self.record_outcome(action, decision, "ok", perf_counter_ns() - start, result)
         return result
 
@@ -282,13 +361,94 @@ class Governor:
     ) -> R:
         self._refuse_unless_allowed(action, decision)
         start = perf_counter_ns()
-        try:
-            result = await fn(*args, **kwargs)
-        except BaseException as exc:
-            self._record_failure(action, decision, start, exc)
-            raise
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        with self._track(action) as call:
+            if task is not None:
+                call.add_hook(lambda: loop.call_soon_threadsafe(task.cancel))
+            try:
+                result = await fn(*args, **kwargs)
+            except BaseException as exc:
+                if call.cancelled:
+                    if isinstance(exc, asyncio.CancelledError) and task is not None:
+                        task.uncancel()  # our cancel, answered with ActionKilled instead
+                    raise self._killed(action, decision, start, call) from exc
+                self._record_failure(action, decision, start, exc)
+                raise
+            if call.cancelled:
+                raise self._killed(action, decision, start, call)
         self.record_outcome(action, decision, "ok", perf_counter_ns() - start, result)
         return result
+
+    # --- running code in the sandbox -------------------------------------------------------
+
+    def exec(
+        self,
+        action: Action,
+        argv: Sequence[str] | None = None,
+        *,
+        code: str | None = None,
+        language: str = "python",
+        stdin: bytes | None = None,
+    ) -> SandboxResult:
+        """Check ``action``, then run ``argv`` (or ``code``) in the sandbox (docs/runtime.md).
+
+        Raises ActionBlocked when the decision is not allow, ActionKilled when a kill
+        stops it. The outcome records the sandbox mode, and ``error`` when it failed.
+        """
+        if (argv is None) == (code is None):
+            raise ConfigurationError("Governor.exec takes an argv or code=, not both")
+        decision = self.check(action)
+        if decision.effect is not Effect.ALLOW:
+            self.record_outcome(action, decision, "denied", 0)
+            _raise_unless_allowed(decision)
+        sandbox = self.sandbox
+        start = perf_counter_ns()
+        with self._track(action) as call:
+            try:
+                if code is not None:
+                    result = sandbox.run_code(code, language, stdin=stdin)
+                else:
+                    assert argv is not None
+                    result = sandbox.run(argv, stdin=stdin)
+            except BaseException as exc:
+                self._record_failure(action, decision, start, exc)
+                raise
+            if call.cancelled or result.killed:
+                raise self._killed(action, decision, start, call)
+        status = "ok" if result.ok else ("timeout" if result.timed_out else "error")
+        self.record_outcome(
+            action,
+            decision,
+            status,
+            perf_counter_ns() - start,
+            {"mode": result.mode, "returncode": result.returncode, "limit": result.limit},
+        )
+        return result
+
+    @property
+    def sandbox(self) -> Sandbox:
+        """The sandbox ``exec`` uses (bubblewrap, failing closed); assignable."""
+        if self._sandbox is None:
+            from warden.runtime.sandbox import Sandbox
+
+            self._sandbox = Sandbox()
+        return self._sandbox
+
+    @sandbox.setter
+    def sandbox(self, value: Sandbox) -> None:
+        self._sandbox = value
+
+    def report_usage(self, action: Action, *, tokens: int = 0, cost: float = 0.0) -> None:
+        """Count usage (model tokens, money) against the policy's budgets for this action."""
+        self.runtime.budgets.report(self._as_seen(action), tokens, cost)
+
+    def _as_seen(self, action: Action) -> Action:
+        """The action with the agent the decision path would see (for budget keys)."""
+        if self._identity is None:
+            return action
+        resolved = self._identity.resolve(action)
+        return action if type(resolved) is str else resolved  # type: ignore[return-value]
 
     def _approval_gate(self, action: Action, decision: Decision, started: int) -> Decision:
         def answer(effect: Effect, reason: str, approval_id: str | None) -> Decision:
@@ -297,6 +457,7 @@ class Governor:
                 decision.rules,
                 (*decision.reasons, reason),
                 decision.errors,
+                obligations=decision.obligations,
                 policy_hash=decision.policy_hash,
                 elapsed_ns=perf_counter_ns() - started,
                 approval_id=approval_id,
@@ -464,14 +625,39 @@ def _raise_unless_allowed(decision: Decision) -> None:
     raise ActionDenied(decision)
 
 
-def _internal_deny(
-    exc: BaseException, started: int, policy: Policy | None, decision_id: str
+def _deny(
+    reason: str,
+    rules: tuple[str, ...],
+    policy: Policy | None,
+    started: int,
+    decision_id: str,
+    action: Action,
 ) -> Decision:
+    """A deny made outside the rules; it keeps the policy's ``redact`` obligations."""
+    return Decision(
+        Effect.DENY,
+        rules,
+        (reason,),
+        obligations=redactions(policy, action) if policy is not None else (),
+        policy_hash=policy.hash if policy is not None else "",
+        elapsed_ns=perf_counter_ns() - started,
+        id=decision_id,
+    )
+
+
+def _internal_deny(
+    exc: BaseException, started: int, policy: Policy | None, decision_id: str, action: Action
+) -> Decision:
+    obligations: tuple[str, ...] = ()
+    if policy is not None:
+        with contextlib.suppress(Exception):  # the deny stands even if this fails too
+            obligations = redactions(policy, action)
     return Decision(
         Effect.DENY,
         (),
         (f"internal error on the decision path ({type(exc).__name__}): denied",),
         (f"{type(exc).__name__}: {exc}",),
+        obligations=obligations,
         policy_hash=policy.hash if policy is not None else "",
         elapsed_ns=perf_counter_ns() - started,
         id=decision_id,

@@ -27,7 +27,7 @@ from warden.audit._checkpoint import (
     load_or_create_key,
     sign_checkpoint,
 )
-from warden.audit._events import decision_event, outcome_event
+from warden.audit._events import decision_event, outcome_event, rfc3339
 from warden.audit._store import AuditStore
 from warden.errors import AuditError
 
@@ -131,10 +131,13 @@ class AuditLog:
         self._put((_OUTCOME, self.clock(), action, decision, status, duration_ns, result, error))
 
     def append(self, record: dict[str, Any]) -> None:
-        """Queue a record of another type (it must carry a ``type``; ``seq`` is assigned)."""
+        """Queue a record of another type (it must carry a ``type``; ``seq`` is assigned).
+
+        A record without a ``time`` gets the current one.
+        """
         if not isinstance(record.get("type"), str) or "seq" in record:
             raise AuditError("a record needs a string `type` and no `seq`")
-        self._put((_RAW, dict(record)))
+        self._put((_RAW, {"time": rfc3339(self.clock()), **record}))
 
     def flush(self, timeout: float | None = 30.0) -> int:
         """Wait until every record appended before this call is durable; return the log size."""

@@ -38,6 +38,8 @@ def _register() -> None:
     from warden.cli.demo import demo
     from warden.cli.identity import cred, id_, trust
     from warden.cli.policy import policy
+    from warden.cli.runtime import kill, restore, ring
+    from warden.cli.saga import saga
 
     cli.add_command(policy)
     cli.add_command(approvals)
@@ -46,6 +48,10 @@ def _register() -> None:
     cli.add_command(id_)
     cli.add_command(cred)
     cli.add_command(trust)
+    cli.add_command(kill)
+    cli.add_command(restore)
+    cli.add_command(ring)
+    cli.add_command(saga)
 
 
 _register()

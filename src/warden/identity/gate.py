@@ -18,9 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import msgspec
-
-from warden.action import Action
+from warden.action import Action, with_agent
 from warden.errors import ConfigurationError, CredentialError, IdentityError
 from warden.identity.credentials import Challenges, VerifiedCredential, Verifier
 from warden.identity.keys import Identity, KeyStore
@@ -195,7 +193,7 @@ class IdentityGate:
         agent["ring"] = entry.ring
         agent["trust"] = snap.score
         agent["tier"] = snap.tier
-        return msgspec.structs.replace(action, agent=agent)
+        return with_agent(action, agent)
 
     def _revoked_link(self, cred: VerifiedCredential) -> str | None:
         for link in cred.chain:

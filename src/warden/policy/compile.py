@@ -24,6 +24,7 @@ from typing import Any, Final
 from warden._re import compile_glob, glob_literal_prefix, is_literal, search
 from warden.action import Effect
 from warden.policy.load import PolicyDocument, RuleSpec
+from warden.policy.sections import AgentSpec, BudgetSpec, ToolSpec
 
 __all__ = ["CompiledRule", "Policy", "compile_policy"]
 
@@ -102,6 +103,9 @@ class Policy:
     _prefix_lengths: tuple[int, ...]
     _everywhere: list[int]
     _globbed: list[tuple[Any, int]]
+    tools: tuple[ToolSpec, ...] = ()
+    agents: tuple[AgentSpec, ...] = ()
+    budgets: tuple[BudgetSpec, ...] = ()
     _cache: dict[tuple[str, str], Candidates] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -185,4 +189,7 @@ def compile_policy(doc: PolicyDocument) -> Policy:
         _prefix_lengths=tuple(sorted(prefix)),
         _everywhere=everywhere,
         _globbed=globbed,
+        tools=doc.tools,
+        agents=doc.agents,
+        budgets=doc.budgets,
     )

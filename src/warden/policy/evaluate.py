@@ -61,6 +61,16 @@ def _with_scoped(
     return tuple(sorted(extra.union(static))) if extra else static
 
 
+def redactions(policy: Policy, action: Action) -> tuple[str, ...]:
+    """The ``redact`` obligations the policy puts on this action, whatever decides it.
+
+    A deny made before the rules run (kill switch, identity, ring, budget) still
+    carries them, so the audit log never holds a redacted argument in clear.
+    """
+    tiers = policy.candidates(action.tool, action.kind)
+    return _with_scoped(tiers[3], tiers[4], action) if tiers[4] else tiers[3]
+
+
 def _since(started_ns: int) -> int:
     return perf_counter_ns() - started_ns if started_ns else 0
 
@@ -74,9 +84,7 @@ def evaluate(
     taken by the caller), or left 0 when none is given.
     """
     tiers = policy.candidates(action.tool, action.kind)
-    obligations = tiers[3]
-    if tiers[4]:
-        obligations = _with_scoped(obligations, tiers[4], action)
+    obligations = _with_scoped(tiers[3], tiers[4], action) if tiers[4] else tiers[3]
     errors: list[str] = []
     agent = action.agent
     for effect, rules in ((Effect.DENY, tiers[0]), (Effect.REQUIRE_APPROVAL, tiers[1])):

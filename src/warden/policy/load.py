@@ -11,7 +11,6 @@ from __future__ import annotations
 import difflib
 import hashlib
 import os
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,15 @@ from warden.action import KINDS, Effect
 from warden.policy._diagnostics import Diagnostic
 from warden.policy._yaml import YNode, parse_yaml
 from warden.policy.expr import CompiledExpr, ExprCompileError, compile_expr
+from warden.policy.sections import (
+    AgentSpec,
+    BudgetSpec,
+    ToolSpec,
+    check_id,
+    parse_agents,
+    parse_budgets,
+    parse_tools,
+)
 
 __all__ = [
     "API_VERSION",
@@ -36,8 +44,17 @@ __all__ = [
 
 API_VERSION: Final = "warden/v1"
 MAX_FILE_BYTES: Final = 32 << 20
-_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,127}")
-_TOP_FIELDS: Final = ("apiVersion", "kind", "name", "description", "default", "rules")
+_TOP_FIELDS: Final = (
+    "apiVersion",
+    "kind",
+    "name",
+    "description",
+    "default",
+    "rules",
+    "tools",
+    "agents",
+    "budgets",
+)
 _RULE_FIELDS: Final = (
     "id",
     "description",
@@ -81,6 +98,9 @@ class PolicyDocument:
     file: str
     hash: str
     description: str | None = None
+    tools: tuple[ToolSpec, ...] = ()
+    agents: tuple[AgentSpec, ...] = ()
+    budgets: tuple[BudgetSpec, ...] = ()
 
 
 def read_text(path: str | os.PathLike[str]) -> tuple[str | None, bytes, list[Diagnostic]]:
@@ -262,10 +282,23 @@ def check_tree(
             "missing required field `rules`",
             "write `rules: []` for a policy that only applies its default",
         )
+    tools = parse_tools(ck, top["tools"][1]) if "tools" in top else ()
+    agents = parse_agents(ck, top["agents"][1]) if "agents" in top else ()
+    budgets = parse_budgets(ck, top["budgets"][1]) if "budgets" in top else ()
     ck.diags.sort()
     if any(d.severity == "error" for d in ck.diags) or default is None:
         return None, ck.diags
-    doc = PolicyDocument(name, Effect(default), tuple(rules), filename, content_hash, description)
+    doc = PolicyDocument(
+        name,
+        Effect(default),
+        tuple(rules),
+        filename,
+        content_hash,
+        description,
+        tools=tools,
+        agents=agents,
+        budgets=budgets,
+    )
     return doc, ck.diags
 
 
@@ -275,29 +308,7 @@ def _rule(ck: _Checker, node: YNode, pos: int, seen: dict[str, int]) -> RuleSpec
         return None
     errors_before = len(ck.diags)
     f = node.items
-    rid = f"#{pos + 1}"
-    if "id" not in f:
-        ck.err(node, "policy_missing_field", f"rule {rid} is missing required field `id`")
-    else:
-        idnode = f["id"][1]
-        value = ck.string(idnode, "rule `id`")
-        if value is not None:
-            if not _ID.fullmatch(value):
-                ck.err(
-                    idnode,
-                    "policy_invalid_value",
-                    f"rule id `{value}` is not valid",
-                    "ids are 1-128 letters, digits and `_.:@/-`, starting with a letter or digit",
-                )
-            elif value in seen:
-                ck.err(
-                    idnode,
-                    "policy_duplicate_id",
-                    f"duplicate rule id `{value}` (first at line {seen[value]})",
-                )
-            else:
-                seen[value] = idnode.line
-            rid = f"`{value}`"
+    rid = check_id(ck, node, pos, seen, "rule")
     ck.fields(node, _RULE_FIELDS, f"rule {rid}")
     effect: str | None = None
     if "effect" not in f:
