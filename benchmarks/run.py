@@ -27,6 +27,7 @@ sys.path.insert(0, str(HERE))
 
 import bench_audit  # noqa: E402 - benchmarks/ is not a package
 import bench_identity  # noqa: E402
+import bench_runtime  # noqa: E402
 import workload  # noqa: E402
 from timing import time_calls, time_once_ms  # noqa: E402
 from warden import Action, ActionDenied, Governor, load_policy_text  # noqa: E402
@@ -343,6 +344,8 @@ def render(results: dict[str, Any]) -> str:
         lines += bench_identity.render(results["identity"])
         if (ref or {}).get("identity"):
             lines += bench_identity.render_reference(results["identity"], ref["identity"])
+    if results.get("runtime"):
+        lines += bench_runtime.render(results["runtime"])
     probes = results.get("probes")
     ref_probes = (ref or {}).get("probes") or {}
     if probes and ref_probes.get("results"):
@@ -390,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-docs", action="store_true", help="do not rewrite docs/BENCHMARKS.md")
     ap.add_argument("--no-audit", action="store_true", help="skip the audit-log benchmarks")
     ap.add_argument("--no-identity", action="store_true", help="skip the identity benchmarks")
+    ap.add_argument("--no-runtime", action="store_true", help="skip the runtime benchmarks")
     ap.add_argument("--audit-n", type=int, default=200_000, help="records for the append test")
     ap.add_argument(
         "--verify-n",
@@ -411,6 +415,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     if not args.no_identity:
         results["identity"] = bench_identity.run(args.max_samples, args.budget_s)
+    if not args.no_runtime:
+        results["runtime"] = bench_runtime.run(args.max_samples, args.budget_s)
     if args.compare:
         results["reference"] = run_reference(
             args.compare,
