@@ -27,7 +27,9 @@ sys.path.insert(0, str(HERE))
 
 import bench_audit  # noqa: E402 - benchmarks/ is not a package
 import bench_identity  # noqa: E402
+import bench_replay  # noqa: E402
 import bench_runtime  # noqa: E402
+import bench_sre  # noqa: E402
 import workload  # noqa: E402
 from timing import time_calls, time_once_ms  # noqa: E402
 from warden import Action, ActionDenied, Governor, load_policy_text  # noqa: E402
@@ -346,6 +348,10 @@ def render(results: dict[str, Any]) -> str:
             lines += bench_identity.render_reference(results["identity"], ref["identity"])
     if results.get("runtime"):
         lines += bench_runtime.render(results["runtime"])
+    if results.get("sre"):
+        lines += bench_sre.render(results["sre"])
+    if results.get("replay"):
+        lines += bench_replay.render(results["replay"])
     probes = results.get("probes")
     ref_probes = (ref or {}).get("probes") or {}
     if probes and ref_probes.get("results"):
@@ -394,6 +400,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-audit", action="store_true", help="skip the audit-log benchmarks")
     ap.add_argument("--no-identity", action="store_true", help="skip the identity benchmarks")
     ap.add_argument("--no-runtime", action="store_true", help="skip the runtime benchmarks")
+    ap.add_argument(
+        "--replay-n", type=int, default=1_000_000, help="decisions in the replayed log (0: skip)"
+    )
     ap.add_argument("--audit-n", type=int, default=200_000, help="records for the append test")
     ap.add_argument(
         "--verify-n",
@@ -417,6 +426,10 @@ def main(argv: list[str] | None = None) -> int:
         results["identity"] = bench_identity.run(args.max_samples, args.budget_s)
     if not args.no_runtime:
         results["runtime"] = bench_runtime.run(args.max_samples, args.budget_s)
+    if not args.no_runtime:
+        results["sre"] = bench_sre.run(args.max_samples, args.budget_s)
+    if args.replay_n:
+        results["replay"] = bench_replay.run(args.replay_n)
     if args.compare:
         results["reference"] = run_reference(
             args.compare,

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import functools
-from typing import Any, Final
+from collections.abc import Callable, Sequence
+from typing import Any, Final, Generic, TypeVar
 
 import re2
 
 __all__ = [
+    "ByTool",
     "PatternError",
     "compile_glob",
     "compile_regex",
@@ -21,6 +23,7 @@ _OPTIONS.log_errors = False
 _OPTIONS.max_mem = 8 << 20
 
 _GLOB_META: Final = frozenset("*?[")
+T = TypeVar("T")
 
 
 class PatternError(ValueError):
@@ -119,3 +122,34 @@ def search(rx: Any, s: str) -> bool:
     except UnicodeEncodeError:
         fixed = "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in s)
         return rx.search(fixed) is not None
+
+
+class ByTool(Generic[T]):
+    """The items that apply to a tool name, computed once per name.
+
+    Bounded (tool names come from agents): the memo is cleared past ``max_tools``.
+    """
+
+    __slots__ = ("_applies", "_cache", "_items", "_max")
+
+    def __init__(
+        self, items: Sequence[T], applies: Callable[[T, str], bool], max_tools: int = 8192
+    ) -> None:
+        self._items = list(items)
+        self._applies = applies
+        self._cache: dict[str, list[T]] = {}
+        self._max = max_tools
+
+    def __call__(self, tool: str) -> list[T]:
+        found = self._cache.get(tool)
+        if found is None:
+            found = [item for item in self._items if self._applies(item, tool)]
+            if len(self._cache) >= self._max:
+                self._cache.clear()
+            self._cache[tool] = found
+        return found
+
+    def reset(self, items: Sequence[T]) -> None:
+        """Replace the items (and forget what was computed)."""
+        self._items = list(items)
+        self._cache = {}

@@ -36,12 +36,14 @@ from warden.approvals import DEFAULT_TTL, ApprovalStore, action_digest
 from warden.errors import ActionDenied, ActionKilled, ApprovalRequired, ConfigurationError
 from warden.policy import Policy, load_policy
 from warden.policy.evaluate import evaluate, redactions
+from warden.policy.sections import NO_SRE
 from warden.runtime.control import Runtime
 
 if TYPE_CHECKING:
     from warden.audit import AuditLog
     from warden.identity.gate import IdentityConfig, IdentityGate
     from warden.runtime.sandbox import Sandbox, SandboxResult
+    from warden.sre.control import SRE
 
 __all__ = ["DecisionLog", "DecisionSink", "Governor", "Session"]
 
@@ -102,6 +104,7 @@ class Governor:
         sinks: Sequence[DecisionSink] = (),
         audit: AuditLog | bool = True,
         identity: IdentityConfig | None = None,
+        shadow: Policy | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if policy is None and not allow_unconfigured:
@@ -150,6 +153,10 @@ class Governor:
             self._home, policy, self.audit.append if self.audit is not None else None, clock
         )
         self._sandbox: Sandbox | None = None
+        self.outcome_listeners: list[Callable[[Action, Decision, str, int], None]] = []
+        self.sre: SRE | None = None
+        if shadow is not None or (policy is not None and policy.sre is not NO_SRE):
+            self.sre = self._new_sre(policy, shadow)
 
     @classmethod
     def from_policy(cls, policy: str | os.PathLike[str] | Policy, **kwargs: Any) -> Governor:
@@ -165,7 +172,17 @@ class Governor:
         """Swap in a new policy atomically; on a PolicyError the old one stays."""
         loaded = policy if isinstance(policy, Policy) else load_policy(policy)
         self.runtime.reload(loaded)
+        if self.sre is not None:
+            self.sre.reload(loaded)
+        elif loaded.sre is not NO_SRE:
+            self.sre = self._new_sre(loaded, None)
         self._policy = loaded
+
+    def _new_sre(self, policy: Policy | None, shadow: Policy | None) -> SRE:
+        from warden.sre.control import SRE  # imported here: only policies with `sre:` need it
+
+        record = self.audit.append if self.audit is not None else None
+        return SRE(self._home, policy, self.runtime, record, shadow=shadow, clock=self._clock)
 
     @property
     def identity(self) -> IdentityGate | None:
@@ -213,6 +230,9 @@ class Governor:
                     id=decision_id,
                 )
                 break
+        sre = self.sre
+        if sre is not None and sre.enabled:
+            sre.after_decision(action, decision)
         return decision
 
     def _decide(
@@ -260,9 +280,24 @@ class Governor:
                     gate.report_violation(action.agent, decision.rules)
         if decision.effect is not Effect.ALLOW:
             return decision, action
+        sre = self.sre
+        if sre is not None and sre.enabled:
+            hit = sre.check(action)
+            if hit is not None:
+                kind, rule, reason = hit
+                if kind == "deny":
+                    return _deny(reason, (rule,), policy, started, decision_id, action), action
+                gated = msgspec.structs.replace(
+                    decision, effect=Effect.REQUIRE_APPROVAL, rules=(rule,), reasons=(reason,)
+                )
+                decision = self._approval_gate(action, gated, started)
+                if decision.effect is not Effect.ALLOW:
+                    return decision, action
         if runtime.has_budgets:
             over = runtime.budgets.check(action)
             if over is not None:
+                if sre is not None:
+                    sre.release(action)
                 reason, rules = over[1], (f"budget:{over[0]}",)
                 return _deny(reason, rules, policy, started, decision_id, action), action
         if is_exec and ring == 3:
@@ -288,10 +323,16 @@ class Governor:
         A failure to record is not raised here: the action already happened. A
         broken log makes the next decision a deny instead.
         """
-        if self.audit is None:
-            return
-        with contextlib.suppress(Exception):  # see the docstring
-            self.audit.record_outcome(action, decision, status, duration_ns, result, error)
+        if self.audit is not None:
+            with contextlib.suppress(Exception):  # see the docstring
+                self.audit.record_outcome(action, decision, status, duration_ns, result, error)
+        sre = self.sre
+        if sre is not None and sre.enabled:
+            with contextlib.suppress(Exception):
+                sre.after_outcome(self._as_seen(action), status, duration_ns, decision.allowed)
+        for listener in self.outcome_listeners:
+            with contextlib.suppress(Exception):
+                listener(action, decision, status, duration_ns)
 
     def _refuse_unless_allowed(self, action: Action, decision: Decision) -> None:
         """Record a blocked call's outcome (``denied``) and raise; return if allowed."""

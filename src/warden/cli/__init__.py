@@ -38,8 +38,10 @@ def _register() -> None:
     from warden.cli.demo import demo
     from warden.cli.identity import cred, id_, trust
     from warden.cli.policy import policy
+    from warden.cli.replay import replay
     from warden.cli.runtime import kill, restore, ring
     from warden.cli.saga import saga
+    from warden.cli.status import status
 
     cli.add_command(policy)
     cli.add_command(approvals)
@@ -52,6 +54,8 @@ def _register() -> None:
     cli.add_command(restore)
     cli.add_command(ring)
     cli.add_command(saga)
+    cli.add_command(status)
+    cli.add_command(replay)
 
 
 _register()

@@ -24,7 +24,7 @@ from typing import Any, Final
 from warden._re import compile_glob, glob_literal_prefix, is_literal, search
 from warden.action import Effect
 from warden.policy.load import PolicyDocument, RuleSpec
-from warden.policy.sections import AgentSpec, BudgetSpec, ToolSpec
+from warden.policy.sections import NO_SRE, AgentSpec, BudgetSpec, SRESpec, ToolSpec
 
 __all__ = ["CompiledRule", "Policy", "compile_policy"]
 
@@ -106,6 +106,7 @@ class Policy:
     tools: tuple[ToolSpec, ...] = ()
     agents: tuple[AgentSpec, ...] = ()
     budgets: tuple[BudgetSpec, ...] = ()
+    sre: SRESpec = NO_SRE
     _cache: dict[tuple[str, str], Candidates] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -192,4 +193,5 @@ def compile_policy(doc: PolicyDocument) -> Policy:
         tools=doc.tools,
         agents=doc.agents,
         budgets=doc.budgets,
+        sre=doc.sre,
     )

@@ -22,12 +22,15 @@ from warden.policy._diagnostics import Diagnostic
 from warden.policy._yaml import YNode, parse_yaml
 from warden.policy.expr import CompiledExpr, ExprCompileError, compile_expr
 from warden.policy.sections import (
+    NO_SRE,
     AgentSpec,
     BudgetSpec,
+    SRESpec,
     ToolSpec,
     check_id,
     parse_agents,
     parse_budgets,
+    parse_sre,
     parse_tools,
 )
 
@@ -54,6 +57,7 @@ _TOP_FIELDS: Final = (
     "tools",
     "agents",
     "budgets",
+    "sre",
 )
 _RULE_FIELDS: Final = (
     "id",
@@ -101,6 +105,7 @@ class PolicyDocument:
     tools: tuple[ToolSpec, ...] = ()
     agents: tuple[AgentSpec, ...] = ()
     budgets: tuple[BudgetSpec, ...] = ()
+    sre: SRESpec = NO_SRE
 
 
 def read_text(path: str | os.PathLike[str]) -> tuple[str | None, bytes, list[Diagnostic]]:
@@ -285,6 +290,7 @@ def check_tree(
     tools = parse_tools(ck, top["tools"][1]) if "tools" in top else ()
     agents = parse_agents(ck, top["agents"][1]) if "agents" in top else ()
     budgets = parse_budgets(ck, top["budgets"][1]) if "budgets" in top else ()
+    sre = parse_sre(ck, top["sre"][1]) if "sre" in top else NO_SRE
     ck.diags.sort()
     if any(d.severity == "error" for d in ck.diags) or default is None:
         return None, ck.diags
@@ -298,6 +304,7 @@ def check_tree(
         tools=tools,
         agents=agents,
         budgets=budgets,
+        sre=sre,
     )
     return doc, ck.diags
 

@@ -18,7 +18,22 @@ if TYPE_CHECKING:
     from warden.policy._yaml import YNode
     from warden.policy.load import _Checker
 
-__all__ = ["SCOPES", "AgentSpec", "BudgetSpec", "ToolSpec", "check_id", "parse_duration"]
+__all__ = [
+    "DEFAULT_ALERTS",
+    "NO_SRE",
+    "SCOPES",
+    "AgentSpec",
+    "AlertSpec",
+    "AnomalySpec",
+    "BreakerSpec",
+    "BudgetSpec",
+    "CascadeSpec",
+    "SLOSpec",
+    "SRESpec",
+    "ToolSpec",
+    "check_id",
+    "parse_duration",
+]
 
 SCOPES: Final = ("global", "agent", "session", "tool")
 _ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,127}")
@@ -29,13 +44,17 @@ _BUDGET_FIELDS: Final = ("id", "scope", "tool", "calls", "per", "tokens", "cost"
 
 @dataclass(frozen=True, slots=True)
 class ToolSpec:
-    """What calling tools that match ``pattern`` needs: ``ring`` or lower; ``exec`` = runs code."""
+    """What calling tools that match ``pattern`` needs: ``ring`` or lower; ``exec`` = runs code.
+
+    ``egress``: the tool sends data out of the system (its arguments count as egress).
+    """
 
     pattern: str
     ring: int
     exec: bool
     line: int
     col: int
+    egress: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +111,95 @@ def check_id(ck: _Checker, node: YNode, pos: int, seen: dict[str, int], what: st
     return f"`{value}`"
 
 
+@dataclass(frozen=True, slots=True)
+class BreakerSpec:
+    """A circuit breaker (docs/sre.md, "Circuit breakers")."""
+
+    id: str
+    scope: str  # tool | agent | downstream
+    tools: tuple[str, ...] | None
+    failure_ratio: float | None
+    consecutive: int | None
+    min_calls: int = 10
+    window: float = 60.0
+    open_for: float = 30.0
+    probes: int = 1
+    line: int = 0
+    col: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class AlertSpec:
+    """A multi-window burn-rate alert: fires when both windows burn at ``burn`` or more."""
+
+    burn: float
+    long: float
+    short: float
+    severity: str = "page"
+
+
+DEFAULT_ALERTS: Final = (
+    AlertSpec(14.4, 3600.0, 300.0, "page"),
+    AlertSpec(6.0, 6 * 3600.0, 1800.0, "page"),
+    AlertSpec(1.0, 3 * 86400.0, 6 * 3600.0, "ticket"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SLOSpec:
+    """A service-level objective and its error budget (docs/sre.md, "SLOs")."""
+
+    id: str
+    scope: str  # tool | agent | global
+    tools: tuple[str, ...] | None
+    objective: str  # success | latency
+    target: float
+    threshold: float | None = None  # seconds; latency only
+    window: float = 30 * 86400.0
+    min_events: int = 100
+    enforce: str = "none"  # none | deny | require_approval | demote
+    alerts: tuple[AlertSpec, ...] = DEFAULT_ALERTS
+    line: int = 0
+    col: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class AnomalySpec:
+    """Per-agent anomaly bounds (docs/sre.md, "Anomalies")."""
+
+    rate_factor: float = 5.0
+    rate_min: int = 30
+    denial_ratio: float = 0.5
+    egress_factor: float = 5.0
+    egress_min: int = 1 << 20
+    new_tool: bool = True
+    learning: int = 50
+    quarantine: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CascadeSpec:
+    """Cascade detection (docs/sre.md, "Cascades")."""
+
+    window: float = 300.0
+    min_agents: int = 3
+    contain: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class SRESpec:
+    """The policy's ``sre:`` section; ``anomaly``/``cascade`` are None when not declared."""
+
+    breakers: tuple[BreakerSpec, ...] = ()
+    slos: tuple[SLOSpec, ...] = ()
+    anomaly: AnomalySpec | None = None
+    cascade: CascadeSpec | None = None
+
+
+NO_SRE: Final = SRESpec()
+"""A policy without an ``sre:`` section."""
+
+
 def parse_duration(text: str) -> float | None:
     """Seconds in ``500ms``, ``30s``, ``5m``, ``1h``, ``1d``; None when it is not one."""
     m = _DURATION.fullmatch(text.strip())
@@ -137,21 +245,25 @@ def parse_tools(ck: _Checker, node: YNode) -> tuple[ToolSpec, ...]:
         if vnode.kind != "map":
             ck.err(vnode, "policy_type_error", f"{what} must be a mapping with `ring` or `exec`")
             continue
-        ck.fields(vnode, ("ring", "exec"), what)
+        ck.fields(vnode, ("ring", "exec", "egress"), what)
         ring: int | None = 3
         if "ring" in vnode.items:
             ring = _ring(ck, vnode.items["ring"][1], f"`ring` of {what}")
-        is_exec: bool | None = False
-        if "exec" in vnode.items:
-            enode = vnode.items["exec"][1]
-            if enode.kind != "scalar" or type(enode.value) is not bool:
-                ck.err(enode, "policy_type_error", f"`exec` of {what} must be true or false")
-                is_exec = None
-            else:
-                is_exec = enode.value
-        if ring is not None and is_exec is not None:
-            out.append(ToolSpec(key, ring, is_exec, knode.line, knode.col))
+        is_exec = _flag(ck, vnode, "exec", what)
+        egress = _flag(ck, vnode, "egress", what)
+        if ring is not None and is_exec is not None and egress is not None:
+            out.append(ToolSpec(key, ring, is_exec, knode.line, knode.col, egress))
     return tuple(out)
+
+
+def _flag(ck: _Checker, node: YNode, name: str, what: str, default: bool = False) -> bool | None:
+    if name not in node.items:
+        return default
+    fnode = node.items[name][1]
+    if fnode.kind != "scalar" or type(fnode.value) is not bool:
+        ck.err(fnode, "policy_type_error", f"`{name}` of {what} must be true or false")
+        return None
+    return bool(fnode.value)
 
 
 def parse_agents(ck: _Checker, node: YNode) -> tuple[AgentSpec, ...]:
@@ -298,3 +410,326 @@ def _count(ck: _Checker, f: dict[str, tuple[YNode, YNode]], name: str, what: str
         ck.err(node, "policy_invalid_value", f"`{name}` of {what} must be a positive integer")
         return None
     return int(node.value)
+
+
+# --- sre: ----------------------------------------------------------------------------------
+
+_SRE_FIELDS: Final = ("breakers", "slos", "anomaly", "cascade")
+_BREAKER_FIELDS: Final = (
+    "id",
+    "scope",
+    "tool",
+    "failure_ratio",
+    "consecutive",
+    "min_calls",
+    "window",
+    "open_for",
+    "probes",
+    "description",
+)
+_SLO_FIELDS: Final = (
+    "id",
+    "scope",
+    "tool",
+    "objective",
+    "target",
+    "threshold",
+    "window",
+    "min_events",
+    "enforce",
+    "alerts",
+    "description",
+)
+_ANOMALY_FIELDS: Final = (
+    "rate_factor",
+    "rate_min",
+    "denial_ratio",
+    "egress_factor",
+    "egress_min",
+    "new_tool",
+    "learning",
+    "quarantine",
+)
+_SIZE: Final = re.compile(r"(\d+)\s*(B|KiB|MiB|GiB)?")
+_SIZE_UNITS: Final = {None: 1, "B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
+
+
+class _Fields:
+    """Typed reads of one mapping's fields, each error a located diagnostic."""
+
+    def __init__(self, ck: _Checker, node: YNode, what: str) -> None:
+        self.ck, self.node, self.what = ck, node, what
+        self.before = len(ck.diags)
+
+    @property
+    def ok(self) -> bool:
+        return len(self.ck.diags) == self.before
+
+    def _node(self, name: str) -> YNode | None:
+        found = self.node.items.get(name)
+        return None if found is None else found[1]
+
+    def number(self, name: str, default: float, *, low: float, high: float | None = None,
+               open_low: bool = False) -> float:  # fmt: skip
+        node = self._node(name)
+        if node is None:
+            return default
+        v: Any = node.value if node.kind == "scalar" else None
+        if type(v) not in (int, float):
+            self.ck.err(node, "policy_type_error", f"`{name}` of {self.what} must be a number")
+            return default
+        bad = not math.isfinite(v) or v < low or (open_low and v == low)
+        if bad or (high is not None and v > high):
+            span = f"above {low:g}" if open_low else f"at least {low:g}"
+            bound = f"{span}" + (f" and at most {high:g}" if high is not None else "")
+            self.ck.err(node, "policy_invalid_value", f"`{name}` of {self.what} must be {bound}")
+            return default
+        return float(v)
+
+    def integer(self, name: str, default: int, *, low: int = 1) -> int:
+        node = self._node(name)
+        if node is None:
+            return default
+        if node.kind != "scalar" or type(node.value) is not int:
+            self.ck.err(node, "policy_type_error", f"`{name}` of {self.what} must be an integer")
+            return default
+        if node.value < low:
+            self.ck.err(
+                node, "policy_invalid_value", f"`{name}` of {self.what} must be at least {low}"
+            )
+            return default
+        return int(node.value)
+
+    def duration(self, name: str, default: float) -> float:
+        node = self._node(name)
+        if node is None:
+            return default
+        text = node.value if node.kind == "scalar" and isinstance(node.value, str) else None
+        seconds = parse_duration(text) if text is not None else None
+        if seconds is None:
+            code = "policy_type_error" if text is None else "policy_invalid_value"
+            self.ck.err(
+                node, code, f"`{name}` of {self.what} must be a duration such as `30s` or `5m`"
+            )
+            return default
+        return seconds
+
+    def flag(self, name: str, default: bool) -> bool:
+        value = _flag(self.ck, self.node, name, self.what, default)
+        return default if value is None else value
+
+    def choice(self, name: str, choices: tuple[str, ...], default: str) -> str:
+        node = self._node(name)
+        if node is None:
+            return default
+        return self.ck.choice(node, f"`{name}` of {self.what}", choices) or default
+
+    def size(self, name: str, default: int) -> int:
+        node = self._node(name)
+        if node is None:
+            return default
+        if node.kind == "scalar" and type(node.value) is int and node.value > 0:
+            return int(node.value)
+        m = _SIZE.fullmatch(node.value.strip()) if isinstance(node.value, str) else None
+        if m is None or int(m.group(1)) <= 0:
+            self.ck.err(
+                node,
+                "policy_invalid_value",
+                f"`{name}` of {self.what} must be a size such as `512KiB` or `1MiB`",
+            )
+            return default
+        return int(m.group(1)) * _SIZE_UNITS[m.group(2)]
+
+    def globs(self, name: str) -> tuple[str, ...] | None:
+        node = self._node(name)
+        if node is None:
+            return None
+
+        def valid(item: YNode, value: str) -> bool:
+            return _glob_key(self.ck, item, value, f"`{name}` of {self.what}")
+
+        return self.ck.patterns(node, f"`{name}` of {self.what}", valid)
+
+
+def parse_sre(ck: _Checker, node: YNode) -> SRESpec:
+    if node.kind == "scalar" and node.value is None:
+        return SRESpec()
+    if node.kind != "map":
+        ck.err(node, "policy_type_error", "`sre` must be a mapping")
+        return SRESpec()
+    ck.fields(node, _SRE_FIELDS, "`sre`")
+    items = node.items
+    breakers = _sre_list(ck, items, "breakers", _breaker)
+    slos = _sre_list(ck, items, "slos", _slo)
+    anomaly = _anomaly(ck, items["anomaly"][1]) if "anomaly" in items else None
+    cascade = _cascade(ck, items["cascade"][1]) if "cascade" in items else None
+    return SRESpec(tuple(breakers), tuple(slos), anomaly, cascade)
+
+
+def _sre_list(
+    ck: _Checker, items: dict[str, tuple[YNode, YNode]], name: str, one: Any
+) -> list[Any]:
+    if name not in items:
+        return []
+    node = items[name][1]
+    if node.kind == "scalar" and node.value is None:
+        return []
+    if node.kind != "seq":
+        ck.err(node, "policy_type_error", f"`sre.{name}` must be a list")
+        return []
+    seen: dict[str, int] = {}
+    out = []
+    for pos, item in enumerate(node.seq):
+        if item.kind != "map":
+            ck.err(item, "policy_type_error", f"each of `sre.{name}` must be a mapping")
+            continue
+        spec = one(ck, item, pos, seen)
+        if spec is not None:
+            out.append(spec)
+    return out
+
+
+def _breaker(ck: _Checker, node: YNode, pos: int, seen: dict[str, int]) -> BreakerSpec | None:
+    name = check_id(ck, node, pos, seen, "breaker")
+    what = f"breaker {name}"
+    if name == "`cascade`":
+        ck.err(
+            node.items["id"][1],
+            "policy_invalid_value",
+            "breaker id `cascade` is reserved for cascade containment (docs/sre.md)",
+        )
+    ck.fields(node, _BREAKER_FIELDS, what)
+    f = _Fields(ck, node, what)
+    if "description" in node.items:
+        ck.string(node.items["description"][1], f"`description` of {what}", allow_empty=True)
+    scope = f.choice("scope", ("tool", "agent", "downstream"), "tool")
+    ratio = f.number("failure_ratio", 0.0, low=0.0, high=1.0, open_low=True) if (
+        "failure_ratio" in node.items) else None  # fmt: skip
+    consecutive = f.integer("consecutive", 0) if "consecutive" in node.items else None
+    if ratio is None and consecutive is None:
+        ck.err(
+            node,
+            "policy_missing_field",
+            f"{what} sets no trip condition",
+            "give `failure_ratio` (with `min_calls`) or `consecutive`",
+        )
+    spec = BreakerSpec(
+        id=str(node.items["id"][1].value) if "id" in node.items else "",
+        scope=scope,
+        tools=f.globs("tool"),
+        failure_ratio=ratio,
+        consecutive=consecutive,
+        min_calls=f.integer("min_calls", 10),
+        window=f.duration("window", 60.0),
+        open_for=f.duration("open_for", 30.0),
+        probes=f.integer("probes", 1),
+        line=node.line,
+        col=node.col,
+    )
+    return spec if f.ok and "id" in node.items else None
+
+
+def _slo(ck: _Checker, node: YNode, pos: int, seen: dict[str, int]) -> SLOSpec | None:
+    name = check_id(ck, node, pos, seen, "slo")
+    what = f"slo {name}"
+    ck.fields(node, _SLO_FIELDS, what)
+    f = _Fields(ck, node, what)
+    if "description" in node.items:
+        ck.string(node.items["description"][1], f"`description` of {what}", allow_empty=True)
+    objective = f.choice("objective", ("success", "latency"), "success")
+    if "target" not in node.items:
+        ck.err(node, "policy_missing_field", f"{what} is missing required field `target`")
+    target = f.number("target", 0.99, low=0.0, high=1.0, open_low=True)
+    if target >= 1.0:
+        ck.err(
+            node.items["target"][1],
+            "policy_invalid_value",
+            f"`target` of {what} must be below 1 (a target of 1 leaves no error budget)",
+        )
+    threshold = f.duration("threshold", 0.0) if "threshold" in node.items else None
+    if objective == "latency" and threshold is None:
+        ck.err(node, "policy_missing_field", f"{what}: a latency objective needs `threshold`")
+    if objective == "success" and threshold is not None:
+        ck.err(
+            node.items["threshold"][1],
+            "policy_invalid_value",
+            f"`threshold` of {what} applies to `objective: latency` only",
+        )
+    alerts: tuple[AlertSpec, ...] = DEFAULT_ALERTS
+    if "alerts" in node.items:
+        alerts = _alerts(ck, node.items["alerts"][1], what)
+    spec = SLOSpec(
+        id=str(node.items["id"][1].value) if "id" in node.items else "",
+        scope=f.choice("scope", ("tool", "agent", "global"), "tool"),
+        tools=f.globs("tool"),
+        objective=objective,
+        target=target,
+        threshold=threshold,
+        window=f.duration("window", 30 * 86400.0),
+        min_events=f.integer("min_events", 100),
+        enforce=f.choice("enforce", ("none", "deny", "require_approval", "demote"), "none"),
+        alerts=alerts,
+        line=node.line,
+        col=node.col,
+    )
+    return spec if f.ok and "id" in node.items else None
+
+
+def _alerts(ck: _Checker, node: YNode, what: str) -> tuple[AlertSpec, ...]:
+    if node.kind != "seq" or not node.seq:
+        ck.err(node, "policy_type_error", f"`alerts` of {what} must be a non-empty list")
+        return ()
+    out: list[AlertSpec] = []
+    for item in node.seq:
+        awhat = f"an alert of {what}"
+        if item.kind != "map":
+            ck.err(item, "policy_type_error", f"{awhat} must be a mapping")
+            continue
+        ck.fields(item, ("burn", "long", "short", "severity"), awhat)
+        f = _Fields(ck, item, awhat)
+        for need in ("burn", "long", "short"):
+            if need not in item.items:
+                ck.err(item, "policy_missing_field", f"{awhat} is missing `{need}`")
+        alert = AlertSpec(
+            burn=f.number("burn", 1.0, low=0.0, open_low=True),
+            long=f.duration("long", 3600.0),
+            short=f.duration("short", 300.0),
+            severity=f.choice("severity", ("page", "ticket"), "page"),
+        )
+        if f.ok and alert.short >= alert.long:
+            ck.err(item, "policy_invalid_value", f"{awhat}: `short` must be shorter than `long`")
+        out.append(alert)
+    return tuple(out)
+
+
+def _anomaly(ck: _Checker, node: YNode) -> AnomalySpec | None:
+    if node.kind != "map":
+        ck.err(node, "policy_type_error", "`sre.anomaly` must be a mapping")
+        return None
+    ck.fields(node, _ANOMALY_FIELDS, "`sre.anomaly`")
+    f = _Fields(ck, node, "`sre.anomaly`")
+    d = AnomalySpec()
+    return AnomalySpec(
+        rate_factor=f.number("rate_factor", d.rate_factor, low=1.0, open_low=True),
+        rate_min=f.integer("rate_min", d.rate_min),
+        denial_ratio=f.number("denial_ratio", d.denial_ratio, low=0.0, high=1.0, open_low=True),
+        egress_factor=f.number("egress_factor", d.egress_factor, low=1.0, open_low=True),
+        egress_min=f.size("egress_min", d.egress_min),
+        new_tool=f.flag("new_tool", d.new_tool),
+        learning=f.integer("learning", d.learning, low=0),
+        quarantine=f.flag("quarantine", d.quarantine),
+    )
+
+
+def _cascade(ck: _Checker, node: YNode) -> CascadeSpec | None:
+    if node.kind != "map":
+        ck.err(node, "policy_type_error", "`sre.cascade` must be a mapping")
+        return None
+    ck.fields(node, ("window", "min_agents", "contain"), "`sre.cascade`")
+    f = _Fields(ck, node, "`sre.cascade`")
+    d = CascadeSpec()
+    return CascadeSpec(
+        window=f.duration("window", d.window),
+        min_agents=f.integer("min_agents", d.min_agents, low=2),
+        contain=f.flag("contain", d.contain),
+    )

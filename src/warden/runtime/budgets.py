@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from warden._re import compile_glob, search
+from warden._re import ByTool, compile_glob, search
 
 if TYPE_CHECKING:
     from warden.action import Action
@@ -70,19 +70,10 @@ class Budgets:
         ]
         self._clock = clock
         self._lock = threading.Lock()
-        self._applies: dict[str, list[_Budget]] = {}
+        self._for = ByTool(self._budgets, _Budget.applies)
 
     def __bool__(self) -> bool:
         return bool(self._budgets)
-
-    def _for(self, tool: str) -> list[_Budget]:
-        found = self._applies.get(tool)
-        if found is None:
-            found = [b for b in self._budgets if b.applies(tool)]
-            if len(self._applies) >= 8192:
-                self._applies.clear()
-            self._applies[tool] = found
-        return found
 
     def check(self, action: Action) -> tuple[str, str] | None:
         """None when the call fits every budget (and is counted); else (budget id, reason)."""

@@ -29,6 +29,7 @@ class RingTable:
             key=lambda t: (not is_literal(t[0]), -len(t[0])),
         )
         self._tools = [(compile_glob(t.pattern), t.ring, t.exec) for t in tools]
+        self._egress = [compile_glob(t.pattern) for t in tools if t.egress]
         self.has_tools = bool(self._tools)
         self._agent_cache: dict[str, int] = {}
         self._tool_cache: dict[str, tuple[int, bool]] = {}
@@ -57,6 +58,10 @@ class RingTable:
                 is_exec = is_exec or e
         self._remember(self._tool_cache, tool, (ring, is_exec))
         return ring, is_exec
+
+    def is_egress(self, tool: str) -> bool:
+        """True when the `tools:` section marks ``tool`` as sending data out (`egress: true`)."""
+        return any(search(rx, tool) for rx in self._egress)
 
     def _remember(self, cache: dict, key: str, value: object) -> None:  # type: ignore[type-arg]
         with self._lock:
