@@ -36,6 +36,7 @@ def _register() -> None:
     from warden.cli.approvals import approvals
     from warden.cli.audit import audit
     from warden.cli.demo import demo
+    from warden.cli.hook import hook
     from warden.cli.identity import cred, id_, trust
     from warden.cli.policy import policy
     from warden.cli.replay import replay
@@ -56,6 +57,7 @@ def _register() -> None:
     cli.add_command(saga)
     cli.add_command(status)
     cli.add_command(replay)
+    cli.add_command(hook)
 
 
 _register()

@@ -24,7 +24,15 @@ from typing import Any, Final
 from warden._re import compile_glob, glob_literal_prefix, is_literal, search
 from warden.action import Effect
 from warden.policy.load import PolicyDocument, RuleSpec
-from warden.policy.sections import NO_SRE, AgentSpec, BudgetSpec, SRESpec, ToolSpec
+from warden.policy.sections import (
+    DEFAULT_MCP,
+    NO_SRE,
+    AgentSpec,
+    BudgetSpec,
+    MCPSpec,
+    SRESpec,
+    ToolSpec,
+)
 
 __all__ = ["CompiledRule", "Policy", "compile_policy"]
 
@@ -107,6 +115,7 @@ class Policy:
     agents: tuple[AgentSpec, ...] = ()
     budgets: tuple[BudgetSpec, ...] = ()
     sre: SRESpec = NO_SRE
+    mcp: MCPSpec = DEFAULT_MCP
     _cache: dict[tuple[str, str], Candidates] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -194,4 +203,5 @@ def compile_policy(doc: PolicyDocument) -> Policy:
         agents=doc.agents,
         budgets=doc.budgets,
         sre=doc.sre,
+        mcp=doc.mcp,
     )

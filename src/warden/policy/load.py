@@ -22,14 +22,17 @@ from warden.policy._diagnostics import Diagnostic
 from warden.policy._yaml import YNode, parse_yaml
 from warden.policy.expr import CompiledExpr, ExprCompileError, compile_expr
 from warden.policy.sections import (
+    DEFAULT_MCP,
     NO_SRE,
     AgentSpec,
     BudgetSpec,
+    MCPSpec,
     SRESpec,
     ToolSpec,
     check_id,
     parse_agents,
     parse_budgets,
+    parse_mcp,
     parse_sre,
     parse_tools,
 )
@@ -58,6 +61,7 @@ _TOP_FIELDS: Final = (
     "agents",
     "budgets",
     "sre",
+    "mcp",
 )
 _RULE_FIELDS: Final = (
     "id",
@@ -106,6 +110,7 @@ class PolicyDocument:
     agents: tuple[AgentSpec, ...] = ()
     budgets: tuple[BudgetSpec, ...] = ()
     sre: SRESpec = NO_SRE
+    mcp: MCPSpec = DEFAULT_MCP
 
 
 def read_text(path: str | os.PathLike[str]) -> tuple[str | None, bytes, list[Diagnostic]]:
@@ -291,6 +296,7 @@ def check_tree(
     agents = parse_agents(ck, top["agents"][1]) if "agents" in top else ()
     budgets = parse_budgets(ck, top["budgets"][1]) if "budgets" in top else ()
     sre = parse_sre(ck, top["sre"][1]) if "sre" in top else NO_SRE
+    mcp = parse_mcp(ck, top["mcp"][1]) if "mcp" in top else DEFAULT_MCP
     ck.diags.sort()
     if any(d.severity == "error" for d in ck.diags) or default is None:
         return None, ck.diags
@@ -305,6 +311,7 @@ def check_tree(
         agents=agents,
         budgets=budgets,
         sre=sre,
+        mcp=mcp,
     )
     return doc, ck.diags
 

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_ALERTS",
+    "DEFAULT_MCP",
     "NO_SRE",
     "SCOPES",
     "AgentSpec",
@@ -28,6 +29,7 @@ __all__ = [
     "BreakerSpec",
     "BudgetSpec",
     "CascadeSpec",
+    "MCPSpec",
     "SLOSpec",
     "SRESpec",
     "ToolSpec",
@@ -196,6 +198,16 @@ class SRESpec:
     cascade: CascadeSpec | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class MCPSpec:
+    """The policy's ``mcp:`` section (docs/mcp.md): what the gateway hides, refuses, pins."""
+
+    hide_at: str = "high"
+    refuse_at: str = "critical"
+    pin: bool = True
+
+
+DEFAULT_MCP: Final = MCPSpec()
 NO_SRE: Final = SRESpec()
 """A policy without an ``sre:`` section."""
 
@@ -733,3 +745,29 @@ def _cascade(ck: _Checker, node: YNode) -> CascadeSpec | None:
         min_agents=f.integer("min_agents", d.min_agents, low=2),
         contain=f.flag("contain", d.contain),
     )
+
+
+_SEVERITIES: Final = ("low", "medium", "high", "critical")
+
+
+def parse_mcp(ck: _Checker, node: YNode) -> MCPSpec:
+    if node.kind == "scalar" and node.value is None:
+        return MCPSpec()
+    if node.kind != "map":
+        ck.err(node, "policy_type_error", "`mcp` must be a mapping")
+        return MCPSpec()
+    ck.fields(node, ("hide_at", "refuse_at", "pin"), "`mcp`")
+    f = _Fields(ck, node, "`mcp`")
+    spec = MCPSpec(
+        hide_at=f.choice("hide_at", _SEVERITIES, "high"),
+        refuse_at=f.choice("refuse_at", _SEVERITIES, "critical"),
+        pin=f.flag("pin", True),
+    )
+    if f.ok and _SEVERITIES.index(spec.refuse_at) < _SEVERITIES.index(spec.hide_at):
+        ck.err(
+            node,
+            "policy_invalid_value",
+            "`mcp`: `refuse_at` must not be below `hide_at` (a server refused for findings "
+            "that would not even hide a tool)",
+        )
+    return spec
