@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -11,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from timing import time_calls
+from timing import ms_stats, time_calls
 from warden import Action, Governor, load_policy_text
 from warden.runtime.inflight import InFlight
 from warden.runtime.sandbox import Sandbox
@@ -25,15 +24,6 @@ rules:
 agents:
   "bot-*": {ring: 2}
 """
-
-
-def _ms(samples: list[int]) -> dict[str, float]:
-    samples = sorted(samples)
-    return {
-        "p50_ms": round(statistics.median(samples) / 1e6, 3),
-        "p90_ms": round(samples[int(len(samples) * 0.9)] / 1e6, 3),
-        "n": len(samples),
-    }
 
 
 def bench_kill_to_deny(rounds: int, work: Path) -> dict[str, Any]:
@@ -67,7 +57,7 @@ def bench_kill_to_deny(rounds: int, work: Path) -> dict[str, Any]:
         t.join(10)
         to_deny.append(seen[0] - t0)
     gov.runtime.close()
-    return {"deny": _ms(to_deny), "durable": _ms(to_return)}
+    return {"deny": ms_stats(to_deny), "durable": ms_stats(to_return)}
 
 
 def bench_kill_check(max_samples: int, budget_ns: int, work: Path) -> dict[str, Any]:
@@ -105,7 +95,7 @@ def bench_kill_sandboxed(rounds: int) -> dict[str, Any]:
         t.join(10)
         assert box["result"].killed, box["result"]
         samples.append(box["done"] - t0)
-    return _ms(samples)
+    return ms_stats(samples)
 
 
 def bench_sandbox_start(rounds: int) -> dict[str, Any]:
@@ -122,7 +112,7 @@ def bench_sandbox_start(rounds: int) -> dict[str, Any]:
         boxed.append(time.perf_counter_ns() - t0)
         assert result.ok, result
         assert result.mode == "bwrap", result
-    return {"plain": _ms(plain), "bwrap": _ms(boxed)}
+    return {"plain": ms_stats(plain), "bwrap": ms_stats(boxed)}
 
 
 def run(max_samples: int, budget_s: float) -> dict[str, Any]:

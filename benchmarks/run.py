@@ -27,6 +27,7 @@ sys.path.insert(0, str(HERE))
 
 import bench_audit  # noqa: E402 - benchmarks/ is not a package
 import bench_identity  # noqa: E402
+import bench_mcp  # noqa: E402
 import bench_replay  # noqa: E402
 import bench_runtime  # noqa: E402
 import bench_sre  # noqa: E402
@@ -352,6 +353,8 @@ def render(results: dict[str, Any]) -> str:
         lines += bench_sre.render(results["sre"])
     if results.get("replay"):
         lines += bench_replay.render(results["replay"])
+    if results.get("mcp"):
+        lines += bench_mcp.render(results["mcp"])
     probes = results.get("probes")
     ref_probes = (ref or {}).get("probes") or {}
     if probes and ref_probes.get("results"):
@@ -430,6 +433,8 @@ def main(argv: list[str] | None = None) -> int:
         results["sre"] = bench_sre.run(args.max_samples, args.budget_s)
     if args.replay_n:
         results["replay"] = bench_replay.run(args.replay_n)
+    if not args.no_runtime:
+        results["mcp"] = bench_mcp.run()
     if args.compare:
         results["reference"] = run_reference(
             args.compare,

@@ -85,3 +85,13 @@ def package_versions(names: tuple[str, ...]) -> dict[str, str | None]:
         except metadata.PackageNotFoundError:
             versions[name] = None
     return versions
+
+
+def ms_stats(samples: list[int]) -> dict[str, float]:
+    """Median and p90 in milliseconds of a list of nanosecond samples (for slow operations)."""
+    ordered = sorted(samples)
+    return {
+        "p50_ms": round(statistics.median(ordered) / 1e6, 3),
+        "p90_ms": round(ordered[int(len(ordered) * 0.9)] / 1e6, 3),
+        "n": len(ordered),
+    }

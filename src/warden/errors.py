@@ -23,6 +23,8 @@ Every exception warden raises on purpose derives from one root::
     ├── RuntimeStateError         the kill switch / ring store cannot be read or written
     ├── SandboxError              the sandbox cannot run a command safely (fails closed)
     ├── SagaError                 a saga cannot be started, run or recovered
+    ├── GatewayError              the MCP gateway cannot be configured or started as asked
+    ├── PinError                  the MCP pin store cannot be read or written
     └── VerificationError         a proof, signature or log failed verification
         ├── InclusionProofError
         ├── ConsistencyProofError
@@ -53,11 +55,13 @@ __all__ = [
     "ConsistencyProofError",
     "CredentialError",
     "EnvelopeError",
+    "GatewayError",
     "HandshakeError",
     "IdentityError",
     "InclusionProofError",
     "InvalidActionError",
     "LogIntegrityError",
+    "PinError",
     "PolicyError",
     "RuntimeStateError",
     "SagaError",
@@ -162,6 +166,21 @@ class RuntimeStateError(WardenError):
 
 class SandboxError(WardenError):
     """The sandbox cannot run a command with the isolation asked for; nothing ran."""
+
+
+class GatewayError(WardenError):
+    """The MCP gateway cannot be configured or started as asked.
+
+    ``diagnostics`` holds every problem found in a servers file, located.
+    """
+
+    def __init__(self, message: str, diagnostics: Sequence[Diagnostic] = ()) -> None:
+        super().__init__(message)
+        self.diagnostics: tuple[Diagnostic, ...] = tuple(diagnostics)
+
+
+class PinError(WardenError):
+    """The MCP pin store cannot be read or written, or a pin operation was refused."""
 
 
 class SagaError(WardenError):

@@ -38,6 +38,7 @@ def _register() -> None:
     from warden.cli.demo import demo
     from warden.cli.hook import hook
     from warden.cli.identity import cred, id_, trust
+    from warden.cli.mcp import mcp
     from warden.cli.policy import policy
     from warden.cli.replay import replay
     from warden.cli.runtime import kill, restore, ring
@@ -58,6 +59,7 @@ def _register() -> None:
     cli.add_command(status)
     cli.add_command(replay)
     cli.add_command(hook)
+    cli.add_command(mcp)
 
 
 _register()

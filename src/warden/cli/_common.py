@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -66,3 +67,24 @@ def console() -> Any:
 
     width = max(120, shutil.get_terminal_size((120, 24)).columns)
     return Console(highlight=False, emoji=False, width=width)
+
+
+def who(by: str | None) -> str:
+    """Who an operator command acts as: ``--by``, else $USER, else ``operator``."""
+    return by or os.environ.get("USER") or "operator"
+
+
+def audit_event(home: str, record: dict[str, Any]) -> None:
+    """Append an operator event to the audit log under ``home`` (created if missing)."""
+    from warden.audit import AuditLog
+    from warden.errors import AuditError
+
+    try:
+        log = AuditLog(Path(home) / "audit.db")
+        try:
+            log.append(record)
+            log.flush()
+        finally:
+            log.close()
+    except (AuditError, OSError) as exc:
+        fail(f"the change is in effect, but the audit log could not record it: {exc}")

@@ -8,15 +8,14 @@ append the event to the audit log there.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 import click
 
-from warden.cli._common import fail, print_json
-from warden.errors import AuditError, RuntimeStateError
+from warden.cli._common import audit_event, fail, print_json, who
+from warden.errors import RuntimeStateError
 from warden.runtime.rings import RING_NAMES
 
 _HOME_HELP = "The warden state directory (default: .warden, or $WARDEN_HOME)."
@@ -24,10 +23,6 @@ home_option = click.option(
     "--home", default=".warden", envvar="WARDEN_HOME", show_default=True, help=_HOME_HELP
 )
 by_option = click.option("--by", default=None, help="Who does it (default: $USER).")
-
-
-def _who(by: str | None) -> str:
-    return by or os.environ.get("USER") or "operator"
 
 
 def _target(agent: str | None, session: str | None, all_: bool) -> tuple[str, str | None]:
@@ -45,21 +40,6 @@ def _state(home: str) -> Any:
         return RuntimeState(Path(home) / "runtime.db")
     except RuntimeStateError as exc:
         fail(str(exc))
-
-
-def _audit(home: str, record: dict[str, Any]) -> None:
-    """Append an operator event to the audit log under ``home`` (created if missing)."""
-    from warden.audit import AuditLog
-
-    try:
-        log = AuditLog(Path(home) / "audit.db")
-        try:
-            log.append(record)
-            log.flush()
-        finally:
-            log.close()
-    except (AuditError, OSError) as exc:
-        fail(f"the change is in effect, but the audit log could not record it: {exc}")
 
 
 @click.command()
@@ -108,22 +88,22 @@ def kill(
         scope, target = _target(agent, session, all_)
         if not reason:
             fail("--reason is required: it is recorded and shown in every denial")
-        who = _who(by)
-        state.kill(scope, target, reason, who)
+        actor = who(by)
+        state.kill(scope, target, reason, actor)
         if scope == "agent" and target is not None:
-            state.demote(target, f"killed: {reason}", who)
+            state.demote(target, f"killed: {reason}", actor)
     except RuntimeStateError as exc:
         fail(str(exc))
     finally:
         state.close()
-    _audit(
+    audit_event(
         home,
         {
             "type": "warden.kill/v1",
             "scope": scope,
             "target": target,
             "reason": reason,
-            "by": who,
+            "by": actor,
             "cancelled": None,
         },
     )
@@ -151,14 +131,14 @@ def restore(
         state.close()
     if not lifted:
         fail(f"no kill of {scope} {target or '(all)'} is in effect")
-    _audit(
+    audit_event(
         home,
         {
             "type": "warden.restore/v1",
             "scope": scope,
             "target": target,
             "reason": reason,
-            "by": _who(by),
+            "by": who(by),
         },
     )
     click.echo(f"restored {scope} {target or '(all)'}")
@@ -179,19 +159,19 @@ def ring_set(agent: str, level: int, reason: str, by: str | None, home: str) -> 
     """Hold AGENT to ring LEVEL: promote it after a demotion, or demote it."""
     state = _state(home)
     try:
-        state.set_ceiling(agent, level, reason, _who(by))
+        state.set_ceiling(agent, level, reason, who(by))
     except RuntimeStateError as exc:
         fail(str(exc))
     finally:
         state.close()
-    _audit(
+    audit_event(
         home,
         {
             "type": "warden.ring/v1",
             "agent": agent,
             "ring": level,
             "reason": reason,
-            "by": _who(by),
+            "by": who(by),
         },
     )
     click.echo(f"{agent}: ring {level} ({RING_NAMES[level]})")
