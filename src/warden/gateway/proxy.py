@@ -466,7 +466,9 @@ class Gateway:
             session=session,
             context={"mcp": {"server": server, "tool": tool}},
         )
-        decision = await anyio.to_thread.run_sync(self.governor.check, action)
+        # On the loop: a decision takes microseconds. Only the approval gate and trust
+        # reports touch SQLite, for a fraction of a millisecond.
+        decision = self.governor.check(action)
         if decision.effect is Effect.ALLOW and SANDBOX in decision.obligations:
             decision = _with_reason(
                 decision, Effect.DENY, f"ring 3 runs `{action.tool}` only in the sandbox"
@@ -528,8 +530,10 @@ class Gateway:
             )
         else:
             gov.record_outcome(action, decision, "ok", elapsed, dumped)
-        # Off the event loop: a hostile multi-megabyte result takes a while to scan.
-        await anyio.to_thread.run_sync(self._check_result, server, tool, decision, result)
+        if _result_size(result) <= INLINE_SCAN_BYTES:
+            self._check_result(server, tool, decision, result)  # well under a millisecond
+        else:  # off the event loop: a hostile multi-megabyte result takes a while to scan
+            await anyio.to_thread.run_sync(self._check_result, server, tool, decision, result)
         return _clean(result)
 
     async def _send(
@@ -730,6 +734,25 @@ def _clean(result: CallToolResult) -> CallToolResult:
         return result
     rest = {k: v for k, v in meta.items() if k != _SERVER_INFO_META}
     return result.model_copy(update={"meta": rest or None})
+
+
+INLINE_SCAN_BYTES = 16 * 1024
+
+
+def _result_size(result: CallToolResult) -> int:
+    """A cheap upper-bound-ish size of a result's text, to decide where to scan it."""
+    size = 0
+    for block in result.content:
+        text = getattr(block, "text", None)
+        size += len(text) if isinstance(text, str) else 0
+        rtext = getattr(getattr(block, "resource", None), "text", None)
+        size += len(rtext) if isinstance(rtext, str) else 0
+    if result.structured_content is not None:
+        try:
+            size += len(msgspec.json.encode(result.structured_content))
+        except (TypeError, ValueError, OverflowError):
+            size += INLINE_SCAN_BYTES + 1  # not plain JSON: scan it in a thread
+    return size
 
 
 def _scan_result(server: str, tool: str, result: CallToolResult) -> tuple[list[Finding], bool]:
