@@ -206,7 +206,8 @@ class Governor:
         """Decide one action. Never raises for the action's content; errors are denies.
 
         The path (docs/runtime.md, "Order of the decision path"): kill switch,
-        identity, ring, policy rules, budgets, approval gate, then the sinks.
+        identity, ring, policy rules (with the approval gate), the SRE layer's
+        breakers and error budgets, budgets, then the sinks.
         """
         started = perf_counter_ns()
         decision_id = _new_id()
@@ -292,6 +293,7 @@ class Governor:
                 )
                 decision = self._approval_gate(action, gated, started)
                 if decision.effect is not Effect.ALLOW:
+                    sre.release(action)
                     return decision, action
         if runtime.has_budgets:
             over = runtime.budgets.check(action)
