@@ -623,8 +623,10 @@ class Gateway:
         """Serve one client on this process's stdin and stdout until it closes them."""
         from mcp.server.stdio import stdio_server
 
+        from warden.gateway._stdio import stdio_pipes
+
         srv = self.server()
-        async with stdio_server() as (read, write):
+        async with stdio_pipes() as (stdin, stdout), stdio_server(stdin, stdout) as (read, write):
             await srv.run(read, write, srv.create_initialization_options())
 
     async def serve_http(
