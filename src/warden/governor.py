@@ -446,9 +446,12 @@ class Governor:
             self.record_outcome(action, decision, "denied", 0)
             _raise_unless_allowed(decision)
         sandbox = self.sandbox
+        read, write, network = self.runtime.rings.sandbox_grants(action.tool)
         start = perf_counter_ns()
         with self._track(action) as call:
             try:
+                if read or write or network:  # what the policy's `tools:` entry grants
+                    sandbox = sandbox.with_grants(read, write, network)
                 if code is not None:
                     result = sandbox.run_code(code, language, stdin=stdin)
                 else:

@@ -49,6 +49,8 @@ class ToolSpec:
     """What calling tools that match ``pattern`` needs: ``ring`` or lower; ``exec`` = runs code.
 
     ``egress``: the tool sends data out of the system (its arguments count as egress).
+    ``read``, ``write``, ``network``: what the sandbox grants the tool when it runs
+    through ``Governor.exec`` (paths bound read-only, read-write; the network).
     """
 
     pattern: str
@@ -57,6 +59,9 @@ class ToolSpec:
     line: int
     col: int
     egress: bool = False
+    read: tuple[str, ...] = ()
+    write: tuple[str, ...] = ()
+    network: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,14 +262,28 @@ def parse_tools(ck: _Checker, node: YNode) -> tuple[ToolSpec, ...]:
         if vnode.kind != "map":
             ck.err(vnode, "policy_type_error", f"{what} must be a mapping with `ring` or `exec`")
             continue
-        ck.fields(vnode, ("ring", "exec", "egress"), what)
+        ck.fields(vnode, ("ring", "exec", "egress", "paths", "network"), what)
         ring: int | None = 3
         if "ring" in vnode.items:
             ring = _ring(ck, vnode.items["ring"][1], f"`ring` of {what}")
         is_exec = _flag(ck, vnode, "exec", what)
         egress = _flag(ck, vnode, "egress", what)
-        if ring is not None and is_exec is not None and egress is not None:
-            out.append(ToolSpec(key, ring, is_exec, knode.line, knode.col, egress))
+        network = _flag(ck, vnode, "network", what)
+        paths = _paths(ck, vnode, what)
+        if ring is not None and None not in (is_exec, egress, network) and paths is not None:
+            out.append(
+                ToolSpec(
+                    key,
+                    ring,
+                    bool(is_exec),
+                    knode.line,
+                    knode.col,
+                    bool(egress),
+                    paths[0],
+                    paths[1],
+                    bool(network),
+                )
+            )
     return tuple(out)
 
 
@@ -276,6 +295,38 @@ def _flag(ck: _Checker, node: YNode, name: str, what: str, default: bool = False
         ck.err(fnode, "policy_type_error", f"`{name}` of {what} must be true or false")
         return None
     return bool(fnode.value)
+
+
+def _paths(ck: _Checker, node: YNode, what: str) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+    """``paths: {read: [...], write: [...]}``: absolute paths the sandbox binds."""
+    if "paths" not in node.items:
+        return (), ()
+    pnode = node.items["paths"][1]
+    if pnode.kind != "map":
+        ck.err(pnode, "policy_type_error", f"`paths` of {what} must map `read`/`write` to lists")
+        return None
+    ck.fields(pnode, ("read", "write"), f"`paths` of {what}")
+    out: list[tuple[str, ...]] = []
+    ok = True
+    for name in ("read", "write"):
+        if name not in pnode.items:
+            out.append(())
+            continue
+
+        def absolute(item: YNode, value: str, name: str = name) -> bool:
+            if not value.startswith("/"):
+                ck.err(
+                    item,
+                    "policy_invalid_value",
+                    f"`paths.{name}` of {what}: `{value}` is not an absolute path",
+                )
+                return False
+            return True
+
+        got = ck.patterns(pnode.items[name][1], f"`paths.{name}` of {what}", absolute)
+        ok = ok and got is not None
+        out.append(got or ())
+    return (out[0], out[1]) if ok else None
 
 
 def parse_agents(ck: _Checker, node: YNode) -> tuple[AgentSpec, ...]:

@@ -30,6 +30,11 @@ class RingTable:
         )
         self._tools = [(compile_glob(t.pattern), t.ring, t.exec) for t in tools]
         self._egress = [compile_glob(t.pattern) for t in tools if t.egress]
+        self._grants = [
+            (compile_glob(t.pattern), t.read, t.write, t.network)
+            for t in tools
+            if t.read or t.write or t.network
+        ]
         self.has_tools = bool(self._tools)
         self._agent_cache: dict[str, int] = {}
         self._tool_cache: dict[str, tuple[int, bool]] = {}
@@ -58,6 +63,18 @@ class RingTable:
                 is_exec = is_exec or e
         self._remember(self._tool_cache, tool, (ring, is_exec))
         return ring, is_exec
+
+    def sandbox_grants(self, tool: str) -> tuple[tuple[str, ...], tuple[str, ...], bool]:
+        """(read-only paths, read-write paths, network) the matching `tools:` entries grant."""
+        read: list[str] = []
+        write: list[str] = []
+        network = False
+        for rx, r, w, net in self._grants:
+            if search(rx, tool):
+                read += r
+                write += w
+                network = network or net
+        return tuple(dict.fromkeys(read)), tuple(dict.fromkeys(write)), network
 
     def is_egress(self, tool: str) -> bool:
         """True when the `tools:` section marks ``tool`` as sending data out (`egress: true`)."""

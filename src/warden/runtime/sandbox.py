@@ -200,6 +200,25 @@ class Sandbox:
         self._env = None if env is None else _check_env(env)
         self._bwrap = bwrap
 
+    def with_grants(
+        self,
+        read_only: Sequence[str | os.PathLike[str]] = (),
+        read_write: Sequence[str | os.PathLike[str]] = (),
+        network: bool = False,
+    ) -> Sandbox:
+        """A copy of this sandbox that also grants these paths (and the network, if asked)."""
+        return Sandbox(
+            limits=self.limits,
+            read_only=[*self._read_only, *read_only],
+            read_write=[*self._read_write, *read_write],
+            network=self.network or network,
+            hide=self._hide,
+            env=self._env,
+            mode=self.mode,
+            allow_weak=self.allow_weak,
+            bwrap=self._bwrap,
+        )
+
     @property
     def mode_available(self) -> str:
         """The mode a run would use now, ``bwrap`` or ``rlimit``; ``SandboxError`` if none."""
