@@ -20,6 +20,7 @@ import weakref
 from pathlib import Path
 from typing import Any, Final
 
+from warden._closing import Closing
 from warden.audit._checkpoint import (
     Checkpoint,
     NoteSigner,
@@ -40,7 +41,7 @@ _FLUSH: Final = 3
 _IDLE_POLL: Final = 0.1
 
 
-class AuditLog:
+class AuditLog(Closing):
     """An append-only, Merkle-tree audit log in a SQLite file (docs/audit.md)."""
 
     def __init__(
@@ -266,12 +267,6 @@ class AuditLog:
             self._writer.join(timeout=30)
             self.store.close()
             _OPEN.discard(self)
-
-    def __enter__(self) -> AuditLog:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _refuse_shared_key(key_file: Path, origin: str) -> None:

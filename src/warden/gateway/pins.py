@@ -27,6 +27,7 @@ from typing import Any, Final, Literal
 
 import rfc8785
 
+from warden._closing import Closing
 from warden._sqlite import open_store, write_transaction
 from warden.errors import PinError
 
@@ -108,7 +109,7 @@ def _row(r: tuple[Any, ...]) -> Pin:
     return Pin(r[0], r[1], r[2], r[3], r[4], r[5], r[6])
 
 
-class PinStore:
+class PinStore(Closing):
     """Tool pins in a SQLite file, safe across threads and processes."""
 
     def __init__(
@@ -125,12 +126,6 @@ class PinStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
-
-    def __enter__(self) -> PinStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def _read(self, query: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         try:

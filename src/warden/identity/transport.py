@@ -21,6 +21,7 @@ import threading
 import time
 from typing import Final, Protocol
 
+from warden._closing import Closing
 from warden.errors import HandshakeError
 
 __all__ = [
@@ -58,7 +59,7 @@ def _check_size(data: bytes, limit: int) -> None:
         raise HandshakeError(f"message of {len(data)} bytes exceeds the {limit}-byte frame limit")
 
 
-class TcpTransport:
+class TcpTransport(Closing):
     """Length-prefixed frames over a connected stream socket.
 
     ``timeout`` (seconds, None to wait forever) bounds a whole ``recv``: a peer
@@ -144,12 +145,6 @@ class TcpTransport:
             self._sock.shutdown(socket.SHUT_RDWR)
         self._sock.close()
 
-    def __enter__(self) -> TcpTransport:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         state = "closed" if self._closed else self.peer
         return f"TcpTransport({state})"
@@ -226,7 +221,7 @@ def socket_pair(
     return TcpTransport(a, timeout=timeout), TcpTransport(b, timeout=timeout)
 
 
-class MemoryTransport:
+class MemoryTransport(Closing):
     """One end of an in-process pipe (see :func:`memory_pair`); the same limits as TCP."""
 
     def __init__(
@@ -266,12 +261,6 @@ class MemoryTransport:
         if not self._closed.is_set():
             self._closed.set()
             self._outbox.put(None)
-
-    def __enter__(self) -> MemoryTransport:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return "MemoryTransport(closed)" if self._closed.is_set() else "MemoryTransport()"

@@ -83,6 +83,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, cast
 import msgspec
 import rfc8785
 
+from warden._closing import Closing
 from warden._sqlite import open_store, write_transaction
 from warden.action import Action, Decision, Effect
 from warden.errors import (
@@ -319,7 +320,7 @@ class SagaRecord:
         }
 
 
-class SagaStore:
+class SagaStore(Closing):
     """The saga log in a SQLite file, and the registry of named steps and compensations.
 
     ``actions`` maps names to callables; each is called as
@@ -392,17 +393,6 @@ class SagaStore:
             _PROCESS_HELD.difference_update(held)
         with self._lock:
             self._db.close()
-
-    def __enter__(self) -> SagaStore:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- starting ---------------------------------------------------------
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from warden._closing import Closing
 from warden._sqlite import open_store, write_transaction
 from warden.errors import RuntimeStateError
 
@@ -79,7 +80,7 @@ class RingCeiling:
     at: float
 
 
-class RuntimeState:
+class RuntimeState(Closing):
     """The kill switch and ring ceilings of one warden home. Thread-safe."""
 
     def __init__(
@@ -263,12 +264,6 @@ class RuntimeState:
             if not self._closed:
                 self._closed = True
                 self._db.close()
-
-    def __enter__(self) -> RuntimeState:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"RuntimeState({str(self.path)!r})"

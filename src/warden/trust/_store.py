@@ -32,11 +32,11 @@ import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Final
 
 import msgspec
 
+from warden._closing import Closing
 from warden._sqlite import open_store, write_transaction
 from warden._text import is_utf8
 from warden.errors import TrustError
@@ -145,7 +145,7 @@ class RevokedCredential:
     at: float
 
 
-class TrustStore:
+class TrustStore(Closing):
     """Per-agent trust scores and revocations in a SQLite file, shared across processes.
 
     ``snapshot``, ``score``, ``tier``, ``is_revoked``, ``is_credential_revoked``
@@ -235,17 +235,6 @@ class TrustStore:
                 self._closed = True
                 self._next_check = -math.inf  # the next read refreshes, and so raises
                 self._db.close()
-
-    def __enter__(self) -> TrustStore:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- reads (hot path) -------------------------------------------------
 
