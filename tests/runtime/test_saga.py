@@ -289,23 +289,14 @@ def test_store_arguments_are_checked() -> None:
 
 
 class RecordingGovernor(Governor):
-    """A real Governor that also keeps the outcomes it is asked to record."""
+    """A real Governor that also keeps the outcomes it records (through an outcome listener)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.outcomes: list[tuple[str, str, str | None, str]] = []
-
-    def record_outcome(
-        self,
-        action: Action,
-        decision: Decision,
-        status: str,
-        duration_ns: int,
-        result: Any = None,
-        error: BaseException | None = None,
-    ) -> None:
-        self.outcomes.append((action.tool, status, action.session, decision.id))
-        super().record_outcome(action, decision, status, duration_ns, result, error)
+        self.outcome_listeners.append(
+            lambda a, d, status, _ns: self.outcomes.append((a.tool, status, a.session, d.id))
+        )
 
 
 @pytest.fixture

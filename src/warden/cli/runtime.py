@@ -65,16 +65,7 @@ def kill(
     state = _state(home)
     try:
         if show:
-            kills = [
-                {
-                    "scope": k.scope,
-                    "target": k.target or None,
-                    "reason": k.reason,
-                    "by": k.by,
-                    "at": k.at,
-                }
-                for k in state.kills()
-            ]
+            kills = [k.to_dict() for k in state.kills()]
             if as_json:
                 print_json(kills)
             elif not kills:
@@ -184,10 +175,7 @@ def ring_list(home: str, as_json: bool) -> None:
     """List the agents an operator or a demotion holds to a ring."""
     state = _state(home)
     try:
-        rows = [
-            {"agent": c.agent, "ring": c.ring, "reason": c.reason, "by": c.by, "at": c.at}
-            for c in state.ceilings()
-        ]
+        rows = [c.to_dict() for c in state.ceilings()]
     finally:
         state.close()
     if as_json:

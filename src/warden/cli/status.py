@@ -36,20 +36,8 @@ def collect(home: Path) -> dict[str, Any]:
 
         try:
             with RuntimeState(runtime_db) as state:
-                out["kills"] = [
-                    {
-                        "scope": k.scope,
-                        "target": k.target or None,
-                        "reason": k.reason,
-                        "by": k.by,
-                        "at": k.at,
-                    }
-                    for k in state.kills()
-                ]
-                out["rings"] = [
-                    {"agent": c.agent, "ring": c.ring, "reason": c.reason, "by": c.by, "at": c.at}
-                    for c in state.ceilings()
-                ]
+                out["kills"] = [k.to_dict() for k in state.kills()]
+                out["rings"] = [c.to_dict() for c in state.ceilings()]
         except RuntimeStateError as exc:
             fail(str(exc))
     return out

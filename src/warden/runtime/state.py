@@ -68,6 +68,16 @@ class Kill:
     def describe(self) -> str:
         return f"killed: {self.reason} (by {self.by})"
 
+    def to_dict(self) -> dict[str, object]:
+        """The JSON form `warden kill --list` and `warden status` print."""
+        return {
+            "scope": self.scope,
+            "target": self.target or None,
+            "reason": self.reason,
+            "by": self.by,
+            "at": self.at,
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class RingCeiling:
@@ -78,6 +88,16 @@ class RingCeiling:
     reason: str
     by: str
     at: float
+
+    def to_dict(self) -> dict[str, object]:
+        """The JSON form `warden ring list` and `warden status` print."""
+        return {
+            "agent": self.agent,
+            "ring": self.ring,
+            "reason": self.reason,
+            "by": self.by,
+            "at": self.at,
+        }
 
 
 class RuntimeState(Closing):
