@@ -6,7 +6,7 @@ what the policy denies does not run, what needs a human waits for one.
 
 from typing import TYPE_CHECKING, Any
 
-from warden.action import Action, Decision, Effect
+from warden.action import Action, Decision, Effect, FlowLabels
 from warden.approvals import ApprovalRequest, ApprovalStore
 from warden.errors import (
     ActionBlocked,
@@ -17,6 +17,7 @@ from warden.errors import (
     AuditError,
     ConfigurationError,
     CredentialError,
+    FlowError,
     IdentityError,
     InvalidActionError,
     PolicyError,
@@ -67,6 +68,8 @@ __all__ = [
     "DecisionLog",
     "DecisionSink",
     "Effect",
+    "FlowError",
+    "FlowLabels",
     "Governor",
     "IdentityConfig",
     "IdentityError",

@@ -10,7 +10,7 @@ import msgspec
 
 from warden.errors import InvalidActionError
 
-__all__ = ["KINDS", "Action", "Decision", "Effect", "with_agent"]
+__all__ = ["KINDS", "Action", "Decision", "Effect", "FlowLabels", "with_agent", "with_flow"]
 
 
 KINDS: Final = frozenset({"tool_call", "message", "delegate"})
@@ -23,6 +23,45 @@ class Effect(enum.StrEnum):
     ALLOW = "allow"
     DENY = "deny"
     REQUIRE_APPROVAL = "require_approval"
+
+
+class FlowLabels(msgspec.Struct, frozen=True, gc=False):
+    """Where an action's values came from (docs/flows.md, "The action's labels").
+
+    ``args`` maps the path of each labelled string or number in the arguments
+    (``iban``, ``payment.to``, ``recipients[1]``) to its sorted labels;
+    ``session`` is every label the session has touched so far; ``redact``
+    names the arguments in which the scanners found a secret or a card number.
+    """
+
+    args: Mapping[str, tuple[str, ...]] = msgspec.field(default_factory=dict)
+    session: tuple[str, ...] = ()
+    redact: tuple[str, ...] = ()
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str) -> FlowLabels:
+        """The JSON form (``{"args": {path: [labels]}, "session": [labels]}``), checked."""
+        if not isinstance(data, Mapping):
+            raise InvalidActionError(f"{where}: `flow` must be a JSON object")
+        unknown = sorted(set(data) - {"args", "session"})
+        if unknown:
+            raise InvalidActionError(f"{where}: unknown field `flow.{unknown[0]}`")
+        args = data.get("args") or {}
+        if not isinstance(args, Mapping):
+            raise InvalidActionError(f"{where}: `flow.args` must map argument paths to labels")
+        out: dict[str, tuple[str, ...]] = {}
+        for path, labels in args.items():
+            out[str(path)] = _labels(labels, f"{where}: `flow.args.{path}`")
+        return cls(out, _labels(data.get("session") or [], f"{where}: `flow.session`"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"args": {k: list(v) for k, v in self.args.items()}, "session": list(self.session)}
+
+
+def _labels(value: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(value, (list, tuple)) or not all(type(x) is str and x for x in value):
+        raise InvalidActionError(f"{where} must be a list of labels (non-empty strings)")
+    return tuple(sorted(set(value)))
 
 
 class Action(msgspec.Struct, frozen=True):
@@ -40,6 +79,7 @@ class Action(msgspec.Struct, frozen=True):
     session: str | None = None
     kind: str = "tool_call"
     context: Mapping[str, Any] = msgspec.field(default_factory=dict)
+    flow: FlowLabels | None = None
 
     def __post_init__(self) -> None:
         if type(self.tool) is not str or not self.tool:
@@ -53,6 +93,8 @@ class Action(msgspec.Struct, frozen=True):
                 raise InvalidActionError(f"action `{name}` must be a mapping")
         if self.session is not None and type(self.session) is not str:
             raise InvalidActionError("action `session` must be a string or null")
+        if self.flow is not None and not isinstance(self.flow, FlowLabels):
+            raise InvalidActionError("action `flow` must be a FlowLabels")
 
     @classmethod
     def from_dict(cls, data: Any, *, where: str = "action") -> Action:
@@ -67,6 +109,7 @@ class Action(msgspec.Struct, frozen=True):
         if "tool" not in data:
             raise InvalidActionError(f"{where}: missing field `tool`")
         try:
+            flow = data.get("flow")
             return cls(
                 tool=data["tool"],
                 args=data.get("args") or {},
@@ -74,13 +117,14 @@ class Action(msgspec.Struct, frozen=True):
                 session=data.get("session"),
                 kind=data.get("kind", "tool_call"),
                 context=data.get("context") or {},
+                flow=FlowLabels.from_dict(flow, "action") if flow is not None else None,
             )
         except InvalidActionError as exc:
             raise InvalidActionError(f"{where}: {exc}") from None
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON form (the one approvals bind to)."""
-        return {
+        """The JSON form (``flow`` only when the action carries labels)."""
+        out = {
             "kind": self.kind,
             "tool": self.tool,
             "args": dict(self.args),
@@ -88,9 +132,12 @@ class Action(msgspec.Struct, frozen=True):
             "session": self.session,
             "context": dict(self.context),
         }
+        if self.flow is not None:
+            out["flow"] = self.flow.to_dict()
+        return out
 
 
-_FIELDS: Final = frozenset({"tool", "args", "agent", "session", "kind", "context"})
+_FIELDS: Final = frozenset({"tool", "args", "agent", "session", "kind", "context", "flow"})
 
 
 def with_agent(action: Action, agent: dict[str, Any]) -> Action:
@@ -101,6 +148,13 @@ def with_agent(action: Action, agent: dict[str, Any]) -> Action:
     """
     copy: Action = action.__copy__()  # type: ignore[attr-defined]  # msgspec Structs have it
     msgspec.structs.force_setattr(copy, "agent", agent)
+    return copy
+
+
+def with_flow(action: Action, flow: FlowLabels) -> Action:
+    """A copy of ``action`` carrying ``flow`` (the labels the Governor computed)."""
+    copy: Action = action.__copy__()  # type: ignore[attr-defined]  # msgspec Structs have it
+    msgspec.structs.force_setattr(copy, "flow", flow)
     return copy
 
 

@@ -91,6 +91,8 @@ def action_digest(action: Action) -> str:
         "agent": action.agent.get("id"),
         "session": action.session,
     }
+    if action.flow is not None and action.flow.args:
+        bound["flow"] = {k: list(v) for k, v in action.flow.args.items()}
     try:
         data = rfc8785.dumps(bound)
     except (TypeError, ValueError, rfc8785.CanonicalizationError) as exc:

@@ -55,6 +55,7 @@ __all__ = [
     "ConsistencyProofError",
     "CredentialError",
     "EnvelopeError",
+    "FlowError",
     "GatewayError",
     "HandshakeError",
     "IdentityError",
@@ -181,6 +182,10 @@ class GatewayError(WardenError):
 
 class PinError(WardenError):
     """The MCP pin store cannot be read or written, or a pin operation was refused."""
+
+
+class FlowError(WardenError):
+    """The flow store (labels that outlive a session) cannot be read or written."""
 
 
 class SagaError(WardenError):

@@ -41,6 +41,7 @@ from warden.runtime.control import Runtime
 
 if TYPE_CHECKING:
     from warden.audit import AuditLog
+    from warden.flows import Flows, SessionFlow
     from warden.identity.gate import IdentityConfig, IdentityGate
     from warden.runtime.sandbox import Sandbox, SandboxResult
     from warden.sre.control import SRE
@@ -77,11 +78,49 @@ class DecisionLog:
 
 @dataclass(frozen=True, slots=True)
 class Session:
-    """Who is acting and in which session, for calls made inside ``with gov.session(...)``."""
+    """Who is acting and in which session, for calls made inside ``with gov.session(...)``.
+
+    ``flow`` is the session's flow state (docs/flows.md): what entered it and
+    with which labels; ``record``, ``labels_of``, ``user_said`` and ``task``
+    read and change it.
+    """
 
     id: str | None
     agent: Mapping[str, Any] = field(default_factory=dict)
     context: Mapping[str, Any] = field(default_factory=dict)
+    flow: SessionFlow | None = None
+
+    def _state(self) -> SessionFlow:
+        if self.flow is None:
+            raise ConfigurationError("this is not a session opened with Governor.session")
+        return self.flow
+
+    def record(self, value: Any, labels: Sequence[str]) -> None:
+        """Record ``value`` and its identifiers with ``labels`` (``user``: the user typed it)."""
+        if isinstance(labels, str):
+            raise ConfigurationError("labels must be a list of strings, not one string")
+        self._state().record(value, labels)
+
+    def labels_of(self, value: Any) -> frozenset[str]:
+        """The labels an argument holding ``value`` carries in this session."""
+        return self._state().labels_of(value)
+
+    def user_said(self, value: Any) -> bool:
+        """True when the user typed ``value`` (every string and number in it)."""
+        return self._state().user_said(value)
+
+    @contextmanager
+    def task(self, scope: Mapping[str, Any] | None = None) -> Iterator[None]:
+        """A sub-task: calls must also fit ``scope``; its secrets are dropped when it ends."""
+        from warden.flows import compile_scope
+
+        flow = self._state()
+        compiled = compile_scope(scope)
+        flow.begin_task(compiled)
+        try:
+            yield
+        finally:
+            flow.end_task(compiled)
 
 
 class Governor:
@@ -157,6 +196,9 @@ class Governor:
         self.sre: SRE | None = None
         if shadow is not None or (policy is not None and policy.sre is not NO_SRE):
             self.sre = self._new_sre(policy, shadow)
+        self._flows: Flows | None = None
+        if policy is not None and policy.flows.present:
+            self._flows = self._new_flows(policy)
 
     @classmethod
     def from_policy(cls, policy: str | os.PathLike[str] | Policy, **kwargs: Any) -> Governor:
@@ -176,7 +218,31 @@ class Governor:
             self.sre.reload(loaded)
         elif loaded.sre is not NO_SRE:
             self.sre = self._new_sre(loaded, None)
+        if self._flows is not None:
+            self._flows.reload(loaded.flows)
+        elif loaded.flows.present:
+            self._flows = self._new_flows(loaded)
         self._policy = loaded
+
+    def _new_flows(self, policy: Policy | None) -> Flows:
+        from warden.flows import Flows  # imported here: loads the scanners
+
+        flows = Flows(self._home, is_egress=self._is_egress, clock=self._clock)
+        if policy is not None:
+            flows.reload(policy.flows)
+        return flows
+
+    def _is_egress(self, tool: str) -> bool:
+        return self.runtime.rings.is_egress(tool)  # the table of the policy in force
+
+    @property
+    def flows(self) -> Flows:
+        """The flow layer (docs/flows.md): sessions' labels and the policy's `flows:` section."""
+        if self._flows is None:
+            with self._approvals_lock:  # the same once-only creation as the approval store
+                if self._flows is None:
+                    self._flows = self._new_flows(self._policy)
+        return self._flows
 
     def _new_sre(self, policy: Policy | None, shadow: Policy | None) -> SRE:
         from warden.sre.control import SRE  # imported here: only policies with `sre:` need it
@@ -214,6 +280,9 @@ class Governor:
         policy = self._policy
         try:
             decision, action = self._decide(action, policy, started, decision_id)
+            flow = action.flow
+            if flow is not None and flow.redact:
+                decision = _with_redactions(decision, flow.redact)
         except Exception as exc:  # noqa: BLE001 - fail closed on anything unexpected
             decision = _internal_deny(exc, started, policy, decision_id, action)
         for sink in self._sinks_now():
@@ -242,6 +311,9 @@ class Governor:
         """The decision, and the action as the path saw it (verified agent, effective ring)."""
         runtime = self.runtime
         gate = self._identity
+        flows = self._flows
+        if flows is not None and action.session is not None:
+            action = flows.annotate(action)  # first: a deny must redact what scanning found too
         agent = action.agent
         kill = runtime.killed(None if gate is not None else agent.get("id"), action.session)
         if kill is not None:
@@ -274,11 +346,13 @@ class Governor:
             )
         else:
             decision = evaluate(policy, action, started, decision_id)
-            if decision.effect is Effect.REQUIRE_APPROVAL:
-                decision = self._approval_gate(action, decision, started)
-            elif gate is not None and decision.rules and decision.effect is Effect.DENY:
-                with contextlib.suppress(Exception):  # the deny stands either way
-                    gate.report_violation(action.agent, decision.rules)
+        if flows is not None and action.flow is not None and decision.effect is not Effect.DENY:
+            decision = flows.decide(decision, action, started)
+        if decision.effect is Effect.REQUIRE_APPROVAL:
+            decision = self._approval_gate(action, decision, started)
+        elif gate is not None and decision.rules and decision.effect is Effect.DENY:
+            with contextlib.suppress(Exception):  # the deny stands either way
+                gate.report_violation(action.agent, decision.rules)
         if decision.effect is not Effect.ALLOW:
             return decision, action
         sre = self.sre
@@ -378,6 +452,7 @@ class Governor:
         fn: Callable[..., R],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
+        result_labels: Sequence[str] | None = None,
     ) -> R:
         self._refuse_unless_allowed(action, decision)
         start = perf_counter_ns()
@@ -392,6 +467,7 @@ class Governor:
             if call.cancelled:  # a sync function cannot be interrupted: withhold its result
                 raise self._killed(action, decision, start, call)
         self.record_outcome(action, decision, "ok", perf_counter_ns() - start, result)
+        self.record_result(action, result, result_labels)
         return result
 
     async def _acall(
@@ -401,6 +477,7 @@ class Governor:
         fn: Callable[..., Awaitable[R]],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
+        result_labels: Sequence[str] | None = None,
     ) -> R:
         self._refuse_unless_allowed(action, decision)
         start = perf_counter_ns()
@@ -421,6 +498,7 @@ class Governor:
             if call.cancelled:
                 raise self._killed(action, decision, start, call)
         self.record_outcome(action, decision, "ok", perf_counter_ns() - start, result)
+        self.record_result(action, result, result_labels)
         return result
 
     # --- running code in the sandbox -------------------------------------------------------
@@ -470,6 +548,7 @@ class Governor:
             perf_counter_ns() - start,
             {"mode": result.mode, "returncode": result.returncode, "limit": result.limit},
         )
+        self.record_result(action, {"stdout": result.stdout, "stderr": result.stderr})
         return result
 
     @property
@@ -544,19 +623,51 @@ class Governor:
         *,
         agent: Mapping[str, Any] | None = None,
         context: Mapping[str, Any] | None = None,
+        user_request: str | None = None,
+        scope: Mapping[str, Any] | None = None,
     ) -> Iterator[Session]:
-        """Make governed calls inside the block belong to ``session_id`` and ``agent``."""
+        """Make governed calls inside the block belong to ``session_id`` and ``agent``.
+
+        The block also opens the session's flow state (docs/flows.md):
+        ``user_request`` is the user's own text (trusted: label ``user``);
+        ``scope`` maps tool globs to True or a condition, and calls outside it
+        need approval. Blocks with the same id share the state.
+        """
+        from warden.flows import compile_scope
+
+        if type(session_id) is not str or not session_id:
+            raise ConfigurationError("a session id must be a non-empty string")
+        if user_request is not None and type(user_request) is not str:
+            raise ConfigurationError("user_request must be the user's text (a string)")
+        compiled = compile_scope(scope)
+        flows = self.flows
         base = self._default_session
+        flow = flows.open(session_id, user_request, compiled)
         sess = Session(
             session_id,
             dict(agent) if agent is not None else base.agent,
             dict(context or {}),
+            flow,
         )
         token = self._current.set(sess)
         try:
             yield sess
         finally:
             self._current.reset(token)
+            flows.close(flow, compiled)
+
+    def record_result(
+        self, action: Action, result: Any, labels: Sequence[str] | None = None
+    ) -> None:
+        """Record what a call of ``action`` returned into its session (wrapped tools do it).
+
+        ``labels`` are the result's labels from code; the policy's
+        ``flows.sources`` add theirs (docs/flows.md). Never raises: a failure
+        makes the session carry every label it has seen (fail closed).
+        """
+        flows = self._flows
+        if flows is not None:
+            flows.after_call(action, result, labels)
 
     def current_session(self) -> Session:
         return self._current.get() or self._default_session
@@ -594,6 +705,7 @@ class Governor:
         *,
         kind: str = "tool_call",
         approval_wait: float | None = None,
+        result_labels: Sequence[str] | None = None,
     ) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
 
     def tool(
@@ -603,18 +715,27 @@ class Governor:
         *,
         kind: str = "tool_call",
         approval_wait: float | None = None,
+        result_labels: Sequence[str] | None = None,
     ) -> Any:
         """Decorator: govern every call of the function as tool ``name``.
 
         Denied calls raise ActionDenied; calls needing approval raise
         ApprovalRequired, or first wait up to ``approval_wait`` seconds for a
-        human to decide.
+        human to decide. ``result_labels`` label what the tool returns
+        (docs/flows.md): ``["untrusted"]`` for mail or web, ``["sensitive"]``
+        for a customer database, ``["secret"]`` for credentials.
         """
         if callable(name):
             return self.wrap(name, tool=name.__name__, kind=kind, approval_wait=approval_wait)
 
         def deco(fn: Callable[P, R]) -> Callable[P, R]:
-            return self.wrap(fn, tool=name or fn.__name__, kind=kind, approval_wait=approval_wait)
+            return self.wrap(
+                fn,
+                tool=name or fn.__name__,
+                kind=kind,
+                approval_wait=approval_wait,
+                result_labels=result_labels,
+            )
 
         return deco
 
@@ -625,9 +746,16 @@ class Governor:
         tool: str,
         kind: str = "tool_call",
         approval_wait: float | None = None,
+        result_labels: Sequence[str] | None = None,
     ) -> Callable[P, R]:
         """Return ``fn`` governed as ``tool``: sync and async callables both work."""
         Action(tool=tool, kind=kind)  # validates name and kind now, not at the first call
+        if isinstance(result_labels, str) or (
+            result_labels is not None
+            and not all(type(label) is str and label for label in result_labels)
+        ):
+            raise ConfigurationError("result_labels must be a list of non-empty strings")
+        labels = tuple(result_labels) if result_labels is not None else None
         to_args = _arguments_of(fn)
 
         if inspect.iscoroutinefunction(fn):
@@ -643,7 +771,7 @@ class Governor:
                 ):
                     await self.approvals.wait_async(decision.approval_id, approval_wait)
                     decision = self.check(action)
-                return await self._acall(action, decision, fn, args, kwargs)
+                return await self._acall(action, decision, fn, args, kwargs, labels)
 
             return governed_async  # type: ignore[return-value]  # same signature, async
 
@@ -658,7 +786,7 @@ class Governor:
             ):
                 self.approvals.wait(decision.approval_id, approval_wait)
                 decision = self.check(action)
-            return self._call(action, decision, fn, args, kwargs)
+            return self._call(action, decision, fn, args, kwargs, labels)
 
         return governed
 
@@ -669,6 +797,16 @@ def _raise_unless_allowed(decision: Decision) -> None:
     if decision.effect is Effect.REQUIRE_APPROVAL:
         raise ApprovalRequired(decision)
     raise ActionDenied(decision)
+
+
+def _with_redactions(decision: Decision, names: tuple[str, ...]) -> Decision:
+    """``decision`` also obliging the audit log to redact arguments ``names``."""
+    extra = {f"redact:args.{n}" for n in names} - set(decision.obligations)
+    if not extra:
+        return decision
+    return msgspec.structs.replace(
+        decision, obligations=tuple(sorted({*decision.obligations, *extra}))
+    )
 
 
 def _deny(

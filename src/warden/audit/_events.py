@@ -206,6 +206,14 @@ def _redact(args: Mapping[str, Any], names: frozenset[str]) -> dict[str, Any]:
     return out
 
 
+def _action_json(action: Any, args: Any) -> dict[str, Any]:
+    out = {"kind": action.kind, "tool": action.tool, "args": args}
+    flow = getattr(action, "flow", None)
+    if flow is not None:
+        out["flow"] = flow.to_dict()
+    return out
+
+
 def decision_event(
     *,
     t: float,
@@ -243,7 +251,7 @@ def decision_event(
         "id": decision_id,
         "agent": who,
         "session": action.session,
-        "action": {"kind": action.kind, "tool": action.tool, "args": safe_args},
+        "action": _action_json(action, safe_args),
         "decision": {
             # a StrEnum member and tuples: both encoders write them as a string and arrays
             "effect": decision.effect,

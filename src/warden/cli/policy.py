@@ -83,7 +83,12 @@ def eval_(policy_file: str, action_arg: str) -> None:
     """Print the decision for one action as JSON."""
     action = read_action(action_arg)
     compiled = _load(policy_file)
-    decision = evaluate(compiled, action)
+    if compiled.flows.present and action.flow is not None:
+        from warden.flows import evaluate_with_flows
+
+        decision = evaluate_with_flows(compiled, action)
+    else:
+        decision = evaluate(compiled, action)
     out = decision.to_dict()
     print_json({k: out[k] for k in ("effect", "rules", "reasons", "errors", "policy_hash")})
 

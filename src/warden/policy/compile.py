@@ -23,6 +23,7 @@ from typing import Any, Final
 
 from warden._re import compile_glob, glob_literal_prefix, is_literal, search
 from warden.action import Effect
+from warden.policy.flowspec import NO_FLOWS, FlowSpec
 from warden.policy.load import PolicyDocument, RuleSpec
 from warden.policy.sections import (
     DEFAULT_MCP,
@@ -116,6 +117,7 @@ class Policy:
     budgets: tuple[BudgetSpec, ...] = ()
     sre: SRESpec = NO_SRE
     mcp: MCPSpec = DEFAULT_MCP
+    flows: FlowSpec = NO_FLOWS
     _cache: dict[tuple[str, str], Candidates] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -204,4 +206,5 @@ def compile_policy(doc: PolicyDocument) -> Policy:
         budgets=doc.budgets,
         sre=doc.sre,
         mcp=doc.mcp,
+        flows=doc.flows,
     )

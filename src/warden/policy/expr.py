@@ -178,6 +178,13 @@ FUNCTIONS: Final[Mapping[str, _Func]] = {
     "len": _Func((1, 1), ((STR, LIST, MAP),), NUM, "len(x): length of a string, list or map"),
     "has": _Func((2, 2), ((MAP,), (STR,)), BOOL, "has(map, key): the key is present"),
     "get": _Func((3, 3), ((MAP,), (STR,), (ANY,)), ANY, "get(map, key, default)"),
+    "provenance": _Func(
+        (1, 1), ((ANY,),), LIST, "provenance(args.x): the labels of an argument (docs/flows.md)"
+    ),
+    "user_said": _Func(
+        (1, 1), ((ANY,),), BOOL, "user_said(args.x): every value under it was typed by the user"
+    ),
+    "session_labels": _Func((0, 0), (), LIST, "session_labels(): what the session has touched"),
 }
 
 
@@ -768,6 +775,72 @@ class _Compiler:
 
         return len_
 
+    def arg_path(self, node: ast.Call) -> str | None:
+        """The argument path (``iban``, ``payment.to``, ``to[0]``) a flow function reads."""
+        parts: list[str] = []
+        cur: ast.AST = node.args[0]
+        while isinstance(cur, (ast.Attribute, ast.Subscript)):
+            if isinstance(cur, ast.Attribute):
+                parts.append("." + cur.attr)
+            elif isinstance(cur.slice, ast.Constant) and type(cur.slice.value) is str:
+                parts.append("." + cur.slice.value)
+            elif isinstance(cur.slice, ast.Constant) and type(cur.slice.value) is int:
+                parts.append(f"[{cur.slice.value}]")
+            else:
+                break
+            cur = cur.value
+        if not (isinstance(cur, ast.Name) and cur.id == "args"):
+            name = node.func.id if isinstance(node.func, ast.Name) else "this function"
+            self.issue(
+                node.args[0],
+                "expr_type_error",
+                f"`{name}` takes an argument path such as `args.iban`, "
+                f"not `{self.text(node.args[0])}`",
+            )
+            return None
+        return "".join(reversed(parts)).removeprefix(".")
+
+    def f_provenance(self, node: ast.Call, fns: list[Fn]) -> Fn:
+        path = self.arg_path(node)
+        if path is None:
+            return self.fail(node)[0]
+        (value,) = fns
+
+        def provenance(a: Any) -> Any:
+            value(a)  # a missing argument is an error, as reading it would be
+            flow = a.flow
+            return [] if flow is None else flow_labels(flow.args, path)
+
+        return provenance
+
+    def f_user_said(self, node: ast.Call, fns: list[Fn]) -> Fn:
+        path = self.arg_path(node)
+        if path is None:
+            return self.fail(node)[0]
+        (value,) = fns
+
+        def user_said(a: Any) -> Any:
+            v = value(a)
+            flow = a.flow
+            if flow is None:
+                return False
+            labelled = flow.args
+            found = False
+            for leaf in leaf_paths(v, path):
+                if "user" not in labelled.get(leaf, ()):
+                    return False
+                found = True
+            return found
+
+        return user_said
+
+    def f_session_labels(self, node: ast.Call, fns: list[Fn]) -> Fn:
+        def session_labels(a: Any) -> Any:
+            flow = a.flow
+            return [] if flow is None else list(flow.session)
+
+        return session_labels
+
     def f_has(self, node: ast.Call, fns: list[Fn]) -> Fn:
         m, k = fns
         text = self.text(node.args[0])
@@ -795,6 +868,37 @@ class _Compiler:
             return mv[kv] if kv in mv else d(a)
 
         return get
+
+
+def flow_labels(labelled: Mapping[str, tuple[str, ...]], path: str) -> list[str]:
+    """The sorted union of the labels at argument ``path`` and every path under it."""
+    if not path:
+        found = {label for labels in labelled.values() for label in labels}
+        return sorted(found)
+    exact = labelled.get(path)
+    dot, bracket = path + ".", path + "["
+    under = [v for k, v in labelled.items() if k.startswith(dot) or k.startswith(bracket)]
+    if not under:
+        return list(exact) if exact else []
+    found = set(exact or ())
+    for labels in under:
+        found.update(labels)
+    return sorted(found)
+
+
+def leaf_paths(value: Any, path: str, depth: int = 0) -> list[str]:
+    """The paths of the strings and numbers in ``value`` (found at ``path``), as flows name them."""
+    if depth > 32:
+        raise EvalError(f"value nests too deeply at `args.{path}`")
+    t = type(value)
+    if t is str or ((t is int or t is float) and t is not bool):
+        return [path]
+    if isinstance(value, Mapping):
+        prefix = path + "." if path else ""
+        return [p for k, v in value.items() for p in leaf_paths(v, f"{prefix}{k}", depth + 1)]
+    if isinstance(value, (list, tuple)):
+        return [p for i, v in enumerate(value) for p in leaf_paths(v, f"{path}[{i}]", depth + 1)]
+    return []
 
 
 def _step(v: Any, k: Any, path: str) -> Any:

@@ -21,6 +21,7 @@ from warden.action import KINDS, Effect
 from warden.policy._diagnostics import Diagnostic
 from warden.policy._yaml import YNode, parse_yaml
 from warden.policy.expr import CompiledExpr, ExprCompileError, compile_expr
+from warden.policy.flowspec import NO_FLOWS, FlowSpec, parse_flows
 from warden.policy.sections import (
     DEFAULT_MCP,
     NO_SRE,
@@ -62,6 +63,7 @@ _TOP_FIELDS: Final = (
     "budgets",
     "sre",
     "mcp",
+    "flows",
 )
 _RULE_FIELDS: Final = (
     "id",
@@ -111,6 +113,7 @@ class PolicyDocument:
     budgets: tuple[BudgetSpec, ...] = ()
     sre: SRESpec = NO_SRE
     mcp: MCPSpec = DEFAULT_MCP
+    flows: FlowSpec = NO_FLOWS
 
 
 def read_text(path: str | os.PathLike[str]) -> tuple[str | None, bytes, list[Diagnostic]]:
@@ -297,6 +300,7 @@ def check_tree(
     budgets = parse_budgets(ck, top["budgets"][1]) if "budgets" in top else ()
     sre = parse_sre(ck, top["sre"][1]) if "sre" in top else NO_SRE
     mcp = parse_mcp(ck, top["mcp"][1]) if "mcp" in top else DEFAULT_MCP
+    flows = parse_flows(ck, top["flows"][1]) if "flows" in top else NO_FLOWS
     ck.diags.sort()
     if any(d.severity == "error" for d in ck.diags) or default is None:
         return None, ck.diags
@@ -312,6 +316,7 @@ def check_tree(
         budgets=budgets,
         sre=sre,
         mcp=mcp,
+        flows=flows,
     )
     return doc, ck.diags
 

@@ -228,7 +228,12 @@ def _run_case(
         return CaseResult(file, node.line, note, False, ("`want` needs an `effect`",))
     diags.extend(_fields(file, wnode, _WANT, "`want`"))
     want = wnode.plain()
-    decision = evaluate(policy, action)
+    if policy.flows.present and action.flow is not None:
+        from warden.flows import evaluate_with_flows  # the scanners: only for flow policies
+
+        decision = evaluate_with_flows(policy, action)
+    else:
+        decision = evaluate(policy, action)
     diff: list[str] = []
     try:
         want_effect = Effect(want["effect"])

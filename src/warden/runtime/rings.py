@@ -29,7 +29,10 @@ class RingTable:
             key=lambda t: (not is_literal(t[0]), -len(t[0])),
         )
         self._tools = [(compile_glob(t.pattern), t.ring, t.exec) for t in tools]
-        self._egress = [compile_glob(t.pattern) for t in tools if t.egress]
+        flow_egress = policy.flows.egress if policy is not None else ()
+        self._egress = [compile_glob(t.pattern) for t in tools if t.egress] + [
+            compile_glob(e.pattern) for e in flow_egress
+        ]
         self._grants = [
             (compile_glob(t.pattern), t.read, t.write, t.network)
             for t in tools
@@ -77,7 +80,7 @@ class RingTable:
         return tuple(dict.fromkeys(read)), tuple(dict.fromkeys(write)), network
 
     def is_egress(self, tool: str) -> bool:
-        """True when the `tools:` section marks ``tool`` as sending data out (`egress: true`)."""
+        """True when ``tool`` sends data out: `egress: true` in `tools:`, or in `flows.egress`."""
         return any(search(rx, tool) for rx in self._egress)
 
     def _remember(self, cache: dict, key: str, value: object) -> None:  # type: ignore[type-arg]

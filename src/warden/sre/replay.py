@@ -32,7 +32,7 @@ from typing import Any, Final
 
 import msgspec
 
-from warden.action import Action, Effect
+from warden.action import Action, Effect, FlowLabels
 from warden.audit import DECISION_V1, open_for_verify
 from warden.errors import AuditError, InvalidActionError
 from warden.policy import Policy, evaluate
@@ -246,12 +246,14 @@ class _Replayer:
             raise self._bad(seq, "a decision record with malformed `args` or `agent`")
         agent = {} if who is None else {k: v for k, v in who.items() if v is not None}
         try:
+            flow = action.get("flow")
             act = Action(
                 tool=action.get("tool"),  # type: ignore[arg-type]  # checked by __post_init__
                 args=args,
                 agent=agent,
                 session=rec.get("session"),
                 kind=action.get("kind"),  # type: ignore[arg-type]  # checked by __post_init__
+                flow=FlowLabels.from_dict(flow, "action") if flow is not None else None,
             )
         except InvalidActionError as exc:
             raise self._bad(seq, f"a decision record with a malformed action ({exc})") from None
