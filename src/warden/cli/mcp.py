@@ -99,6 +99,12 @@ def mcp() -> None:
 @mcp.command()
 @click.option("--policy", "policy_path", required=True, metavar="FILE", help="The policy file.")
 @click.option("--agent", default=None, help="The agent id the client's calls are governed as.")
+@click.option(
+    "--session",
+    default=None,
+    help="The session id of the client's calls over stdio (over HTTP: the MCP session id). "
+    "With a `flows:` policy, provenance is tracked per session.",
+)
 @home_option
 @click.option(
     "--listen",
@@ -127,6 +133,7 @@ def mcp() -> None:
 def proxy(
     policy_path: str,
     agent: str | None,
+    session: str | None,
     home: str,
     listen: str | None,
     hide_at: str | None,
@@ -176,6 +183,7 @@ def proxy(
             pin=not no_pin and (settings.pin if settings else True),
             namespace=True if config is not None else None,
             home=home,
+            session=session,
         )
     except WardenError as exc:
         fail(str(exc))

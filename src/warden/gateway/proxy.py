@@ -27,6 +27,7 @@ imports it on its own.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import math
 import os
@@ -68,6 +69,7 @@ from warden.gateway.scan import (
     severity_at_least,
 )
 from warden.governor import SANDBOX
+from warden.scan import redact_text, scan_content
 
 if TYPE_CHECKING:
     from mcp.server.context import ServerRequestContext
@@ -76,6 +78,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Gateway", "GatewayError", "Upstream", "fetch_tools", "load_servers"]
 
+MAX_FLOW_SESSIONS: Final = 1024
+"""MCP sessions whose flow state the gateway holds at once (the least recently used goes)."""
 MAX_RESULT_SCAN: Final = 4 << 20
 """Characters of one result scanned at most (the rest passes unscanned, and is labelled so)."""
 _SERVER_INFO_META: Final = "io.modelcontextprotocol/serverInfo"
@@ -116,6 +120,7 @@ class Gateway:
         pins: PinStore | None = None,
         home: str | os.PathLike[str] | None = None,
         errlog: TextIO | None = None,
+        session: str | None = None,
     ) -> None:
         if not upstreams:
             raise ConfigurationError("the gateway needs at least one upstream server")
@@ -135,6 +140,10 @@ class Gateway:
             raise ConfigurationError("upstream server names must be unique")
         self.governor = governor
         self.agent = dict(agent or {})
+        flows_on = governor.policy is not None and governor.policy.flows.present
+        # With a `flows:` policy provenance is tracked per session: calls that name none
+        # (stdio: one process, one client) share one.
+        self.session = session if session is not None or not flows_on else "mcp"
         self.timeout = timeout
         self.hide_at = hide_at
         self.refuse_at = refuse_at
@@ -158,6 +167,7 @@ class Gateway:
         self._refresh_lock = anyio.Lock()
         self._warm = anyio.Event()
         self._tg: anyio.abc.TaskGroup | None = None
+        self._flows: collections.OrderedDict[str, Any] = collections.OrderedDict()
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -429,7 +439,7 @@ class Gateway:
     ) -> CallToolResult:
         """Govern one call and forward it if allowed; any failure is a tool error, never raised."""
         try:
-            return await self._call(name, dict(arguments or {}), session, agent)
+            return await self._call(name, dict(arguments or {}), session or self.session, agent)
         except Exception as exc:  # noqa: BLE001 - the gateway answers; nothing unexpected is forwarded
             self._say(f"internal error on a call of `{name}`: {type(exc).__name__}: {exc}")
             return _error(f"warden: denied: internal error in the gateway ({type(exc).__name__})")
@@ -466,6 +476,7 @@ class Gateway:
             session=session,
             context={"mcp": {"server": server, "tool": tool}},
         )
+        self._follow(session)
         # On the loop: a decision takes microseconds. Only the approval gate and trust
         # reports touch SQLite, for a fraction of a millisecond.
         decision = self.governor.check(action)
@@ -531,9 +542,11 @@ class Gateway:
         else:
             gov.record_outcome(action, decision, "ok", elapsed, dumped)
         if _result_size(result) <= INLINE_SCAN_BYTES:
-            self._check_result(server, tool, decision, result)  # well under a millisecond
+            result = self._check_result(server, tool, action, decision, result)  # < 1 ms
         else:  # off the event loop: a hostile multi-megabyte result takes a while to scan
-            await anyio.to_thread.run_sync(self._check_result, server, tool, decision, result)
+            result = await anyio.to_thread.run_sync(
+                self._check_result, server, tool, action, decision, result
+            )
         return _clean(result)
 
     async def _send(
@@ -550,12 +563,44 @@ class Gateway:
                 )
         return await conn.call_tool(entry.name, args, live)
 
-    def _check_result(
-        self, server: str, tool: str, decision: Decision, result: CallToolResult
-    ) -> None:
-        findings, truncated = _scan_result(server, tool, result)
-        if not findings and not truncated:
+    def _follow(self, session: str | None) -> None:
+        """Hold the flow state of ``session`` while the gateway serves it (docs/flows.md).
+
+        Only with a `flows:` policy. At most ``MAX_FLOW_SESSIONS`` are held; past
+        that, the least recently used one is let go.
+        """
+        gov = self.governor
+        if session is None or gov.policy is None or not gov.policy.flows.present:
             return
+        flows = self._flows
+        if session in flows:
+            flows.move_to_end(session)
+            return
+        flows[session] = gov.flows.open(session, None, None)
+        while len(flows) > MAX_FLOW_SESSIONS:
+            _, oldest = flows.popitem(last=False)
+            gov.flows.close(oldest, None)
+
+    def _check_result(
+        self,
+        server: str,
+        tool: str,
+        action: Action,
+        decision: Decision,
+        result: CallToolResult,
+    ) -> CallToolResult:
+        """Scan a result: record it into the session, audit findings, redact what policy says."""
+        texts = _texts(result)
+        gov = self.governor
+        if action.session is not None and action.session in self._flows:
+            gov.record_result(action, [text for _, text in texts])
+        policy = gov.policy
+        redact = policy.flows.redact_results if policy is not None else ()
+        if redact:
+            result = _redacted(result, redact)
+        findings, truncated = _scan_result(server, tool, texts)
+        if not findings and not truncated:
+            return result
         labels = ["untrusted"]
         if any(f.code == "hidden_instruction" for f in findings):
             labels.append("injected")
@@ -570,6 +615,7 @@ class Gateway:
                 "findings": [f.to_dict() for f in findings],
             }
         )
+        return result
 
     def _refuse(
         self,
@@ -757,11 +803,8 @@ def _result_size(result: CallToolResult) -> int:
     return size
 
 
-def _scan_result(server: str, tool: str, result: CallToolResult) -> tuple[list[Finding], bool]:
-    """Findings in a result's text (content blocks, then structured strings not seen yet)."""
-    findings: list[Finding] = []
-    budget = MAX_RESULT_SCAN
-    seen: set[str] = set()
+def _texts(result: CallToolResult) -> list[tuple[str, str]]:
+    """A result's text, by JSON pointer: content blocks, resource texts, structured strings."""
     texts: list[tuple[str, str]] = []
     for i, block in enumerate(result.content):
         text = getattr(block, "text", None)
@@ -772,6 +815,51 @@ def _scan_result(server: str, tool: str, result: CallToolResult) -> tuple[list[F
         if isinstance(rtext, str):
             texts.append((f"/content/{i}/resource/text", rtext))
     _strings(result.structured_content, "/structuredContent", texts, 0)
+    return texts
+
+
+def _redacted(result: CallToolResult, kinds: Sequence[str]) -> CallToolResult:
+    """``result`` with the secrets (and/or PII) the scanners find masked in every text."""
+
+    def clean(text: str) -> str:
+        return redact_text(scan_content(text[:MAX_RESULT_SCAN]), kinds) + text[MAX_RESULT_SCAN:]
+
+    def walk(value: Any, depth: int = 0) -> Any:
+        if isinstance(value, str):
+            return clean(value)
+        if depth > 32:
+            return value
+        if isinstance(value, Mapping):
+            return {k: walk(v, depth + 1) for k, v in value.items()}
+        if isinstance(value, list):
+            return [walk(v, depth + 1) for v in value]
+        return value
+
+    blocks = []
+    for block in result.content:
+        text = getattr(block, "text", None)
+        resource = getattr(block, "resource", None)
+        rtext = getattr(resource, "text", None)
+        if isinstance(text, str):
+            blocks.append(block.model_copy(update={"text": clean(text)}))
+        elif isinstance(rtext, str) and resource is not None:
+            new = resource.model_copy(update={"text": clean(rtext)})
+            blocks.append(block.model_copy(update={"resource": new}))
+        else:
+            blocks.append(block)
+    update: dict[str, Any] = {"content": blocks}
+    if result.structured_content is not None:
+        update["structured_content"] = walk(result.structured_content)
+    return result.model_copy(update=update)
+
+
+def _scan_result(
+    server: str, tool: str, texts: list[tuple[str, str]]
+) -> tuple[list[Finding], bool]:
+    """Findings in a result's text (content blocks, then structured strings not seen yet)."""
+    findings: list[Finding] = []
+    budget = MAX_RESULT_SCAN
+    seen: set[str] = set()
     truncated = False
     for where, whole in texts:
         if whole in seen:
