@@ -26,10 +26,12 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 import bench_audit  # noqa: E402 - benchmarks/ is not a package
+import bench_flows  # noqa: E402
 import bench_identity  # noqa: E402
 import bench_mcp  # noqa: E402
 import bench_replay  # noqa: E402
 import bench_runtime  # noqa: E402
+import bench_scan  # noqa: E402
 import bench_sre  # noqa: E402
 import workload  # noqa: E402
 from timing import time_calls, time_once_ms  # noqa: E402
@@ -355,6 +357,10 @@ def render(results: dict[str, Any]) -> str:
         lines += bench_replay.render(results["replay"])
     if results.get("mcp"):
         lines += bench_mcp.render(results["mcp"])
+    if results.get("flows"):
+        lines += bench_flows.render(results["flows"])
+    if results.get("scan"):
+        lines += bench_scan.render(results["scan"])
     probes = results.get("probes")
     ref_probes = (ref or {}).get("probes") or {}
     if probes and ref_probes.get("results"):
@@ -403,6 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-audit", action="store_true", help="skip the audit-log benchmarks")
     ap.add_argument("--no-identity", action="store_true", help="skip the identity benchmarks")
     ap.add_argument("--no-runtime", action="store_true", help="skip the runtime benchmarks")
+    ap.add_argument("--no-flows", action="store_true", help="skip the flow and scan benchmarks")
     ap.add_argument(
         "--replay-n", type=int, default=1_000_000, help="decisions in the replayed log (0: skip)"
     )
@@ -435,6 +442,9 @@ def main(argv: list[str] | None = None) -> int:
         results["replay"] = bench_replay.run(args.replay_n)
     if not args.no_runtime:
         results["mcp"] = bench_mcp.run()
+    if not args.no_flows:
+        results["flows"] = bench_flows.run(args.max_samples, args.budget_s)
+        results["scan"] = bench_scan.run(max_samples=200, budget_s=args.budget_s)
     if args.compare:
         results["reference"] = run_reference(
             args.compare,
