@@ -54,6 +54,7 @@ __all__ = [
     "ConfigurationError",
     "ConsistencyProofError",
     "CredentialError",
+    "DeploymentError",
     "EnvelopeError",
     "FlowError",
     "GatewayError",
@@ -68,6 +69,7 @@ __all__ = [
     "SagaError",
     "SandboxError",
     "SelfApprovalError",
+    "SupplyChainError",
     "TrustError",
     "VerificationError",
     "WardenError",
@@ -186,6 +188,31 @@ class PinError(WardenError):
 
 class FlowError(WardenError):
     """The flow store (labels that outlive a session) cannot be read or written."""
+
+
+class SupplyChainError(WardenError):
+    """A BOM, a bundle or a deployment does not verify, or differs from what runs.
+
+    ``report`` lists one line per problem (each difference, or why a signature
+    does not verify).
+    """
+
+    def __init__(self, message: str, report: Sequence[str] = ()) -> None:
+        self.report: tuple[str, ...] = tuple(report)
+        super().__init__(message)
+
+
+class DeploymentError(SupplyChainError):
+    """A deployment manifest failed to load; ``diagnostics`` holds every error found."""
+
+    def __init__(self, diagnostics: Sequence[Diagnostic]) -> None:
+        self.diagnostics: tuple[Diagnostic, ...] = tuple(diagnostics)
+        first = self.diagnostics[0].render() if self.diagnostics else "deployment did not load"
+        more = len(self.diagnostics) - 1
+        super().__init__(
+            first + (f" (and {more} more)" if more > 0 else ""),
+            [d.render() for d in self.diagnostics],
+        )
 
 
 class SagaError(WardenError):
