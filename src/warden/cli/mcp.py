@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Final
 import click
 
 from warden.cli._common import audit_event, console, fail, print_json, who
-from warden.errors import PolicyError, WardenError
+from warden.errors import PolicyError, SupplyChainError, WardenError
 
 if TYPE_CHECKING:
     from warden.gateway._config import Upstream
@@ -129,6 +129,27 @@ def mcp() -> None:
 @click.option(
     "--no-pin", is_flag=True, help="Do not pin tool versions (default: the policy's `mcp.pin`)."
 )
+@click.option(
+    "--bom",
+    "bom_path",
+    metavar="FILE",
+    default=None,
+    help="A signed BOM (warden bom sign): refuse to start if packages or the policy differ; "
+    "hide tools that differ from it, refuse servers it does not name.",
+)
+@click.option(
+    "--bom-trust",
+    multiple=True,
+    metavar="DID",
+    help="A signer whose BOMs are accepted (repeatable; needed with --bom).",
+)
+@click.option(
+    "--bom-mode",
+    type=click.Choice(("enforce", "warn")),
+    default="enforce",
+    show_default=True,
+    help="`warn`: start despite differences or a BOM that does not verify, and say so.",
+)
 @_upstream_options
 def proxy(
     policy_path: str,
@@ -139,6 +160,9 @@ def proxy(
     hide_at: str | None,
     refuse_at: str | None,
     no_pin: bool,
+    bom_path: str | None,
+    bom_trust: tuple[str, ...],
+    bom_mode: str,
     timeout: float,
     upstream: str | None,
     config: str | None,
@@ -151,9 +175,12 @@ def proxy(
       warden mcp proxy --policy POLICY.yaml -- python my_server.py
       warden mcp proxy --policy POLICY.yaml --upstream http://127.0.0.1:8000/mcp
       warden mcp proxy --policy POLICY.yaml --config servers.yaml --listen 127.0.0.1:7000
+      warden mcp proxy --policy POLICY.yaml --config servers.yaml \\
+          --bom bom.dsse.json --bom-trust did:key:z6Mk...
     """
     upstreams = _upstreams(command, upstream, config, name)
     address = _listen(listen) if listen is not None else None
+    gate = _bom_gate(bom_path, bom_trust, bom_mode, policy_path)
     from warden.governor import Governor
 
     try:
@@ -164,6 +191,14 @@ def proxy(
         fail(f"policy `{policy_path}` did not load")
     except (WardenError, OSError) as exc:
         fail(f"cannot start: {exc}")
+    if gate is not None and gate.report and gov.audit is not None:
+        from warden.supply.gate import drift_record
+
+        assert bom_path is not None
+        try:
+            gov.audit.append(drift_record(gate.deployment, bom_path, gate.report))
+        except WardenError as exc:
+            fail(f"cannot record the BOM drift in the audit log: {exc}")
 
     import anyio
 
@@ -184,6 +219,7 @@ def proxy(
             namespace=True if config is not None else None,
             home=home,
             session=session,
+            bom_tools=gate.tools if gate is not None else None,
         )
     except WardenError as exc:
         fail(str(exc))
@@ -213,6 +249,31 @@ def proxy(
         if found is None:
             raise
         fail(str(found))
+
+
+def _bom_gate(path: str | None, trusted: tuple[str, ...], mode: str, policy: str) -> Any:
+    """The gateway's start-up gate (a GatewayBom), or None without --bom; exits 1 if refused."""
+    if path is None:
+        if trusted:
+            fail("--bom-trust applies to a --bom")
+        return None
+    if not trusted and mode == "enforce":
+        fail("--bom needs --bom-trust DID: the signers whose BOMs are accepted")
+    import warnings
+
+    from warden.supply.gate import BomDriftWarning, enforce_gateway_bom
+
+    try:
+        with warnings.catch_warnings():  # the banner on stderr says it already
+            warnings.simplefilter("ignore", BomDriftWarning)
+            return enforce_gateway_bom(path, policy=policy, trusted=trusted, mode=mode)
+    except SupplyChainError as exc:
+        if exc.report != (str(exc),):  # the differences, then what they amount to
+            for line in exc.report:
+                click.echo(line, err=True)
+        fail(str(exc))
+    except WardenError as exc:
+        fail(str(exc))
 
 
 def _quiet_sdk_logs() -> None:

@@ -15,7 +15,8 @@ The *view* maps each name the client may call to the upstream tool behind
 it and, when it may not be called, why. It is rebuilt from the latest
 listing of every upstream: the whole set is scanned (typosquats compare
 across servers), refused servers and hiding findings are applied, then pins
-(trust on first use; a changed digest is a rug pull). A call is checked
+(trust on first use; a changed digest is a rug pull), and, with a signed
+BOM, its tools (docs/supply-chain.md). A call is checked
 against the view before anything else; a tool the view does not show is
 never forwarded. After an upstream restarts, it is listed again before a
 call reaches it, so a restart cannot swap a tool unseen.
@@ -104,6 +105,10 @@ class Gateway:
     decides"); ``pin`` turns tool pinning on. ``namespace`` names tools
     ``SERVER__TOOL`` (default: when there is more than one upstream). Pins
     live in ``pins`` or, by default, in ``HOME/mcp-pins.db``.
+
+    ``bom_tools`` (``{server: {tool: digest}}``, from a verified signed BOM)
+    turns the component gate on: a server not in it is refused, a tool not in
+    it or with another digest is hidden, whatever its pin says.
     """
 
     def __init__(
@@ -121,6 +126,7 @@ class Gateway:
         home: str | os.PathLike[str] | None = None,
         errlog: TextIO | None = None,
         session: str | None = None,
+        bom_tools: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
         if not upstreams:
             raise ConfigurationError("the gateway needs at least one upstream server")
@@ -154,6 +160,9 @@ class Gateway:
             base = Path(home if home is not None else os.environ.get("WARDEN_HOME", ".warden"))
             pins = PinStore(base / "mcp-pins.db")
         self.pins = pins
+        self.bom_tools = (
+            {s: dict(tools) for s, tools in bom_tools.items()} if bom_tools is not None else None
+        )
         self._errlog = errlog
         self._conns = {
             u.name: Connection(u, timeout=timeout, errlog=errlog, client_version=__version__)
@@ -345,9 +354,10 @@ class Gateway:
                 f"in `{refusal.tool}`: {refusal.message}"
             )
             why = {t.name: reason for t in tools}
+        off_bom = self._bom_check(server, tools, digests)
         statuses: dict[str, PinStatus] = {}
         if self.pin and self.pins is not None and refusal is None:
-            clean = {n for n in digests if n not in why}
+            clean = {n for n in digests if n not in why and n not in off_bom}
             try:
                 statuses = self.pins.observe(server, digests, pin_new=clean)
             except PinError as exc:  # unpinned tools are not shown
@@ -389,10 +399,53 @@ class Gateway:
                     },
                     None,
                 )
+            if t.name in off_bom:  # the signed BOM has the last word, over pins and scans
+                hidden = off_bom[t.name]
             name = f"{server}__{t.name}" if self.namespaced else t.name
             exposed = _exposed_tool(t, name)
             if name not in out or counts[t.name] > 1:
                 out[name] = _Entry(server, t.name, exposed, digest, hidden)
+        return out
+
+    def _bom_check(
+        self, server: str, tools: list[Tool], digests: Mapping[str, str]
+    ) -> dict[str, str]:
+        """Why each tool the signed BOM does not describe as listed is hidden (none: no BOM)."""
+        if self.bom_tools is None:
+            return {}
+        allowed = self.bom_tools.get(server)
+        if allowed is None:
+            self._note(
+                ("bom_refused", server),
+                {"type": "warden.alert/v1", "kind": "mcp_bom_server_refused", "server": server},
+                f"server `{server}` refused: not in the signed BOM",
+            )
+            return {t.name: f"server `{server}` is not in the signed BOM" for t in tools}
+        out: dict[str, str] = {}
+        for t in tools:
+            digest = digests.get(t.name)
+            signed = allowed.get(t.name)
+            if signed is None:
+                out[t.name] = "not in the signed BOM"
+            elif digest != signed:
+                out[t.name] = (
+                    f"differs from the signed BOM (description digest {digest}, "
+                    f"{signed} in the BOM)"
+                )
+            else:
+                continue
+            self._note(
+                ("bom", server, t.name, digest),
+                {
+                    "type": "warden.alert/v1",
+                    "kind": "mcp_bom_mismatch",
+                    "server": server,
+                    "tool": t.name,
+                    "signed": signed,
+                    "seen": digest,
+                },
+                f"tool `{t.name}` of `{server}` hidden: {out[t.name]}",
+            )
         return out
 
     def _note(self, key: tuple[Any, ...], record: dict[str, Any], say: str | None) -> None:
