@@ -497,3 +497,12 @@ def test_record_failure_fails_closed(tmp_path: Path) -> None:
         fetch()
         assert s.flow is not None and s.flow.overflow
         assert "untrusted" in s.labels_of("anything at all")
+
+
+def test_egress_allowlists_hold_without_session_state(tmp_path: Path) -> None:
+    # A bare check (no `with gov.session`, or a client that sends no labels) still has its
+    # destinations checked: the allowlist reads the arguments alone.
+    gov = governor(tmp_path, FLOW_POLICY, audit=False)
+    out = gov.check(Action(tool="mail.send", args={"to": "eve@evil.example"}, session="s9"))
+    assert out.effect is Effect.DENY and out.rules == ("flow:egress:mail.send",)
+    assert gov.check(Action(tool="mail.send", args={"to": "ann@corp.example"})).allowed

@@ -17,7 +17,7 @@ from typing import Any, Final
 import msgspec
 
 from warden._re import ByTool, compile_glob, search
-from warden.action import Action, Decision, Effect, with_flow
+from warden.action import Action, Decision, Effect, FlowLabels, with_flow
 from warden.errors import ConfigurationError
 from warden.flows._session import DROPPED, INTEGRITY, USER, Scope, SessionFlow, keys_of_leaf, leaves
 from warden.flows._store import FlowStore
@@ -61,6 +61,9 @@ def compile_scope(scope: Mapping[str, Any] | None) -> Scope | None:
                 f"scope `{glob}`: {issue.line}:{issue.col}: {issue.code}: {issue.message}"
             ) from None
     return Scope(entries)
+
+
+_NO_LABELS: Final = FlowLabels()
 
 
 def _never(tool: str) -> bool:
@@ -151,10 +154,12 @@ class Flows:
         return with_flow(action, flow.action_flow(action.args, self.spec.scan_arguments))
 
     def check(self, action: Action) -> list[FlowHit]:
-        """What the flow step says about an annotated action (empty: nothing to add)."""
-        labelled = action.flow
-        if labelled is None:
-            return []
+        """What the flow step says about an action (empty: nothing to add).
+
+        Egress allowlists read the arguments alone, so they hold for an action
+        without labels too (no session state, or a caller that sent none).
+        """
+        labelled = action.flow if action.flow is not None else _NO_LABELS
         hits: list[FlowHit] = []
         for _, spec in self._egress(action.tool):
             if spec.allow is not None:
@@ -311,13 +316,13 @@ class Flows:
 
 
 def evaluate_with_flows(policy: Policy, action: Action) -> Decision:
-    """The rules' decision, then the flow step on the labels ``action`` carries (no session).
+    """The rules' decision, then the flow step with the labels ``action`` carries (no session).
 
     What `warden policy eval` and `warden policy test` decide: egress and
     sequence rules apply; task scopes, which live in a session, do not.
     """
     decision = evaluate(policy, action)
-    if not policy.flows.present or action.flow is None:
+    if not policy.flows.present:
         return decision
     from warden.runtime.rings import RingTable
 

@@ -228,7 +228,7 @@ def _run_case(
         return CaseResult(file, node.line, note, False, ("`want` needs an `effect`",))
     diags.extend(_fields(file, wnode, _WANT, "`want`"))
     want = wnode.plain()
-    if policy.flows.present and action.flow is not None:
+    if policy.flows.present:
         from warden.flows import evaluate_with_flows  # the scanners: only for flow policies
 
         decision = evaluate_with_flows(policy, action)
