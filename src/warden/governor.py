@@ -33,7 +33,13 @@ import msgspec
 
 from warden.action import Action, Decision, Effect, with_agent
 from warden.approvals import DEFAULT_TTL, ApprovalStore, action_digest
-from warden.errors import ActionDenied, ActionKilled, ApprovalRequired, ConfigurationError
+from warden.errors import (
+    ActionDenied,
+    ActionKilled,
+    ApprovalRequired,
+    ConfigurationError,
+    SupplyChainError,
+)
 from warden.policy import Policy, load_policy
 from warden.policy.evaluate import evaluate, redactions
 from warden.policy.sections import NO_SRE
@@ -50,6 +56,9 @@ __all__ = ["DecisionLog", "DecisionSink", "Governor", "Session"]
 
 SANDBOX: Final = "sandbox"
 """The obligation a ring-3 call of an exec tool carries: run it only through Governor.exec."""
+
+_STRICT_VALUES: Final = {"": False, "0": False, "false": False, "no": False, "off": False,
+                         "1": True, "true": True, "yes": True, "on": True}  # fmt: skip
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -162,6 +171,8 @@ class Governor:
                 stacklevel=2,
             )
         self._policy = policy
+        self._strict = False  # set by from_policy, followed by reload
+        self._signers: tuple[str, ...] | None = None  # None: $WARDEN_SIGNERS when needed
         self._default_session = Session(None, dict(agent or {}), {})
         self._current: contextvars.ContextVar[Session | None] = contextvars.ContextVar(
             "warden_session", default=None
@@ -201,18 +212,78 @@ class Governor:
             self._flows = self._new_flows(policy)
 
     @classmethod
-    def from_policy(cls, policy: str | os.PathLike[str] | Policy, **kwargs: Any) -> Governor:
-        """A Governor for a policy file (or an already loaded Policy); PolicyError if it fails."""
-        loaded = policy if isinstance(policy, Policy) else load_policy(policy)
-        return cls(loaded, **kwargs)
+    def from_policy(
+        cls,
+        policy: str | os.PathLike[str] | Policy,
+        *,
+        strict: bool | None = None,
+        signers: Sequence[str] | None = None,
+        **kwargs: Any,
+    ) -> Governor:
+        """A Governor for a policy file, a signed bundle, or an already loaded Policy.
+
+        A bundle (docs/supply-chain.md) is verified against ``signers`` (default:
+        ``$WARDEN_SIGNERS``, comma-separated did:key). In strict mode (default:
+        ``$WARDEN_STRICT=1``) only such a bundle is accepted, here and in
+        ``reload``. PolicyError or SupplyChainError if it does not load.
+        """
+        strict, trusted = _supply_settings(strict, signers)
+        gov = cls(_load_source(policy, strict, trusted), **kwargs)
+        gov._strict, gov._signers = strict, trusted
+        return gov
+
+    @classmethod
+    def from_deployment(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        bom: str | os.PathLike[str] | None = None,
+        bom_mode: str = "enforce",
+        bom_trust: Sequence[str] | None = None,
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> Governor:
+        """A Governor for a deployment manifest: its policy (or bundle), its home, its signers.
+
+        With ``bom``, the signed AI-BOM is checked against the environment before
+        the Governor exists (docs/supply-chain.md, "The start-up gate"): in
+        ``enforce`` mode any difference raises SupplyChainError; in ``warn`` mode
+        the differences are reported and recorded in the audit log as
+        ``warden.bom_drift/v1``. ``signers`` (a keyword) overrides the manifest's
+        ``trust.signers`` for the bundle.
+        """
+        from warden.supply.deployment import load_deployment
+
+        if bom_mode not in ("enforce", "warn"):
+            raise ConfigurationError(f"bom_mode must be `enforce` or `warn`, not `{bom_mode}`")
+        deployment = load_deployment(path)
+        differences: list[str] = []
+        if bom is not None:
+            from warden.supply.gate import enforce_bom
+
+            differences = enforce_bom(deployment, bom, bom_mode, trusted=bom_trust)
+        signers = kwargs.pop("signers", None)
+        if signers is None and deployment.signers:
+            signers = deployment.signers
+        kwargs.setdefault("home", deployment.home)
+        gov = cls.from_policy(deployment.policy, strict=strict, signers=signers, **kwargs)
+        if bom is not None and differences and gov.audit is not None:
+            from warden.supply.gate import drift_record
+
+            gov.audit.append(drift_record(deployment.name, bom, differences))
+        return gov
 
     @property
     def policy(self) -> Policy | None:
         return self._policy
 
     def reload(self, policy: str | os.PathLike[str] | Policy) -> None:
-        """Swap in a new policy atomically; on a PolicyError the old one stays."""
-        loaded = policy if isinstance(policy, Policy) else load_policy(policy)
+        """Swap in a new policy atomically; on any error the old one stays.
+
+        Follows the rules the Governor was built with (``from_policy``): a strict
+        Governor takes only a bundle signed by one of its signers.
+        """
+        loaded = _load_source(policy, *_supply_settings(self._strict, self._signers))
         self.runtime.reload(loaded)
         if self.sre is not None:
             self.sre.reload(loaded)
@@ -346,7 +417,7 @@ class Governor:
             )
         else:
             decision = evaluate(policy, action, started, decision_id)
-        if flows is not None and action.flow is not None and decision.effect is not Effect.DENY:
+        if flows is not None and decision.effect is not Effect.DENY:
             decision = flows.decide(decision, action, started)
         if decision.effect is Effect.REQUIRE_APPROVAL:
             decision = self._approval_gate(action, decision, started)
@@ -789,6 +860,61 @@ class Governor:
             return self._call(action, decision, fn, args, kwargs, labels)
 
         return governed
+
+
+def _supply_settings(
+    strict: bool | None, signers: Sequence[str] | None
+) -> tuple[bool, tuple[str, ...]]:
+    """Strict mode and trusted signers, from the arguments or else the environment."""
+    if strict is None:
+        value = os.environ.get("WARDEN_STRICT", "").strip().lower()
+        if value not in _STRICT_VALUES:
+            # a security switch: a value we cannot read must not quietly mean "off"
+            raise ConfigurationError(f"WARDEN_STRICT must be 1 or 0, not `{value}`")
+        strict = _STRICT_VALUES[value]
+    if signers is None:
+        from warden.supply.bundle import env_signers
+
+        return strict, env_signers()
+    if isinstance(signers, str):
+        raise ConfigurationError("signers must be a list of did:key, not one string")
+    return strict, tuple(dict.fromkeys(signers))
+
+
+def _load_source(
+    source: str | os.PathLike[str] | Policy, strict: bool, signers: Sequence[str]
+) -> Policy:
+    """The policy a path (a YAML file or a signed bundle) or a Policy stands for.
+
+    Strict mode refuses anything but a bundle, so that what runs is what was
+    signed: a Policy object may have come from anywhere.
+    """
+    if isinstance(source, Policy):
+        if strict:
+            raise SupplyChainError(
+                "strict mode loads only signed bundles: a loaded Policy object is refused "
+                "(pass the bundle's path)"
+            )
+        return source
+    from warden.supply.bundle import is_bundle, load_bundle
+
+    if is_bundle(source):
+        if not signers:
+            raise SupplyChainError(
+                f"a bundle needs trusted signers: `{source}` cannot be verified "
+                "(pass signers=[did, ...] or set WARDEN_SIGNERS)"
+            )
+        return load_bundle(source, signers)
+    if strict:
+        if not os.path.exists(source):
+            raise SupplyChainError(
+                f"strict mode loads only signed bundles: `{source}`: no such file"
+            )
+        raise SupplyChainError(
+            f"strict mode loads only signed bundles: `{source}` is not one "
+            "(build it with `warden policy bundle`)"
+        )
+    return load_policy(source)
 
 
 def _raise_unless_allowed(decision: Decision) -> None:
