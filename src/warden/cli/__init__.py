@@ -35,7 +35,9 @@ def cli() -> None:
 def _register() -> None:
     from warden.cli.approvals import approvals
     from warden.cli.audit import audit
+    from warden.cli.bom import bom
     from warden.cli.demo import demo
+    from warden.cli.doctor import doctor
     from warden.cli.hook import hook
     from warden.cli.identity import cred, id_, trust
     from warden.cli.mcp import mcp
@@ -44,6 +46,7 @@ def _register() -> None:
     from warden.cli.runtime import kill, restore, ring
     from warden.cli.saga import saga
     from warden.cli.status import status
+    from warden.cli.verify import verify
 
     cli.add_command(policy)
     cli.add_command(approvals)
@@ -60,6 +63,9 @@ def _register() -> None:
     cli.add_command(replay)
     cli.add_command(hook)
     cli.add_command(mcp)
+    cli.add_command(bom)
+    cli.add_command(doctor)
+    cli.add_command(verify)
 
 
 _register()
