@@ -1,8 +1,9 @@
 """`warden kill`, `warden restore` and `warden ring`: the operator's runtime controls.
 
-They write `runtime.db` under --home, which every Governor with that home
-reads (decisions at once in-process, other processes within 100 ms), and
-append the event to the audit log there.
+They write `runtime.db` under --home (or, with WARDEN_REDIS_URL set, the
+fleet's Redis: docs/fleet.md), which every Governor sharing it reads
+(decisions at once in-process, other processes within 100 ms), and append
+the event to the audit log there.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 import click
 
 from warden.cli._common import audit_event, fail, print_json, who
-from warden.errors import RuntimeStateError
+from warden.errors import ConfigurationError, RuntimeStateError
 from warden.runtime.rings import RING_NAMES
 
 _HOME_HELP = "The warden state directory (default: .warden, or $WARDEN_HOME)."
@@ -34,11 +35,11 @@ def _target(agent: str | None, session: str | None, all_: bool) -> tuple[str, st
 
 
 def _state(home: str) -> Any:
-    from warden.runtime.state import RuntimeState
+    from warden.store import open_runtime_store
 
     try:
-        return RuntimeState(Path(home) / "runtime.db")
-    except RuntimeStateError as exc:
+        return open_runtime_store(Path(home))
+    except (RuntimeStateError, ConfigurationError) as exc:
         fail(str(exc))
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from warden.cli._common import fail, print_json
-from warden.errors import RuntimeStateError
+from warden.errors import ConfigurationError, RuntimeStateError
 
 _HOME_HELP = "The warden state directory (default: .warden, or $WARDEN_HOME)."
 
@@ -30,12 +30,15 @@ def collect(home: Path) -> dict[str, Any]:
             out.update(read_status(sre_db))
         except sqlite3.Error as exc:
             fail(f"{sre_db}: cannot read the SRE status: {exc}")
-    runtime_db = home / "runtime.db"
-    if runtime_db.exists():
-        from warden.runtime.state import RuntimeState
+    from warden.store import FleetConfig, open_runtime_store
 
+    try:
+        config = FleetConfig.from_env()
+    except ConfigurationError as exc:
+        fail(str(exc))
+    if config.redis_url is not None or (home / "runtime.db").exists():
         try:
-            with RuntimeState(runtime_db) as state:
+            with open_runtime_store(home, config=config) as state:
                 out["kills"] = [k.to_dict() for k in state.kills()]
                 out["rings"] = [c.to_dict() for c in state.ceilings()]
         except RuntimeStateError as exc:

@@ -1,8 +1,10 @@
 """The runtime step of the Governor: kills, rings and budgets (docs/runtime.md).
 
 ``Runtime`` belongs to one Governor. It owns the kill switch and ring state
-(``RuntimeState``, on disk), the calls in flight, the policy's ring table and
-its budgets. Kills, restores and ring changes are appended to the audit log.
+(a ``RuntimeStore``: ``RuntimeState`` on disk, or ``RedisRuntimeState`` when
+``WARDEN_REDIS_URL`` is set; docs/fleet.md), the calls in flight, the
+policy's ring table and its budgets. Kills, restores and ring changes are
+appended to the audit log.
 """
 
 from __future__ import annotations
@@ -11,14 +13,14 @@ import functools
 import os
 import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from warden.errors import RuntimeStateError
 from warden.runtime.budgets import Budgets
 from warden.runtime.inflight import Call, InFlight
 from warden.runtime.rings import UNTRUSTED, RingTable
-from warden.runtime.state import Kill, RingCeiling, RuntimeState
+from warden.runtime.state import Kill, RingCeiling
+from warden.store.runtime import RuntimeStore, open_runtime_store
 
 if TYPE_CHECKING:
     from warden.action import Action
@@ -47,8 +49,13 @@ class Runtime:
         policy: Policy | None,
         record: Callable[[dict[str, Any]], None] | None = None,
         clock: Callable[[], float] = time.time,
+        *,
+        state: RuntimeStore | None = None,
     ) -> None:
-        self.state = RuntimeState(Path(home) / "runtime.db", clock=clock)
+        """``state``: the kill and ring store to use (default: the one the environment names)."""
+        self.state: RuntimeStore = (
+            state if state is not None else open_runtime_store(home, clock=clock)
+        )
         self.inflight = InFlight()
         self._record = record
         self._clock = clock
@@ -85,7 +92,8 @@ class Runtime:
         """Kill an agent, a session or everything; the number of calls in flight cancelled.
 
         New actions of the target are denied from the moment this returns, in this
-        process at once and in others within the refresh interval; the kill is on disk.
+        process at once and in others within the refresh interval (embedded) or as
+        soon as the event reaches them (Redis); the kill is stored.
         """
         scope, target = _target(agent, session, all)
         record = self.state.kill(scope, target, reason, by)  # listeners cancel calls in flight
