@@ -27,13 +27,14 @@ from warden.audit._merkle import (
     verify_consistency,
     verify_inclusion,
 )
-from warden.audit._store import AuditStore
+from warden.audit._store import AuditBackend, AuditStore, open_backend
 from warden.audit._verify import VerifyReport, open_for_verify, trusted_verifier, verify_log
 
 __all__ = [
     "DECISION_V1",
     "EMPTY_ROOT",
     "OUTCOME_V1",
+    "AuditBackend",
     "AuditLog",
     "AuditStore",
     "Checkpoint",
@@ -49,6 +50,7 @@ __all__ = [
     "load_or_create_key",
     "merkle_root",
     "node_hash",
+    "open_backend",
     "open_for_verify",
     "parse_checkpoint",
     "root_from_nodes",

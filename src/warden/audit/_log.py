@@ -6,6 +6,9 @@ commits them in batches (100 entries or 10 ms, whichever comes first; see
 docs/audit.md). ``flush`` waits until everything appended before it is
 durable. If the queue is full or the writer has failed, appending raises
 AuditError, which the Governor turns into a deny.
+
+The store is SQLite (``audit.db``) unless ``WARDEN_DATABASE_URL`` names a
+PostgreSQL database (docs/fleet.md); any ``AuditBackend`` can be passed in.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from warden.audit._checkpoint import (
     sign_checkpoint,
 )
 from warden.audit._events import decision_event, outcome_event, rfc3339
-from warden.audit._store import AuditStore
+from warden.audit._store import AuditBackend, open_backend
 from warden.errors import AuditError
 
 __all__ = ["AuditLog"]
@@ -42,12 +45,18 @@ _IDLE_POLL: Final = 0.1
 
 
 class AuditLog(Closing):
-    """An append-only, Merkle-tree audit log in a SQLite file (docs/audit.md)."""
+    """An append-only, Merkle-tree audit log (docs/audit.md).
+
+    ``path`` is the SQLite file, or with ``WARDEN_DATABASE_URL`` set the local
+    anchor of the fleet's log on PostgreSQL (its key files and spool sit beside
+    it). ``store`` overrides that choice; the log closes it when it closes.
+    """
 
     def __init__(
         self,
         path: str | os.PathLike[str] = ".warden/audit.db",
         *,
+        store: AuditBackend | None = None,
         key_path: str | os.PathLike[str] | None = None,
         batch_size: int = 100,
         batch_interval: float = 0.010,
@@ -58,7 +67,30 @@ class AuditLog(Closing):
         if batch_size < 1 or batch_interval < 0 or max_queue < 1:
             raise AuditError("batch_size and max_queue must be positive")
         self.path = Path(path)
-        self.store = AuditStore(self.path)
+        self.store: AuditBackend = open_backend(self.path) if store is None else store
+        try:
+            self._start(key_path)
+            self._size = self._last_checkpoint = self.store.size()
+        except BaseException:
+            self.store.close()
+            raise
+        self.batch_size = batch_size
+        self.batch_interval = batch_interval
+        self.max_queue = max_queue
+        self.checkpoint_every = checkpoint_every
+        self.clock = clock
+        self._queue: collections.deque[tuple[Any, ...]] = collections.deque()
+        self._cond = threading.Condition()
+        self._urgent = False
+        self._closing = False
+        self._error: BaseException | None = None
+        self._spooled = False  # the last batch was accepted but not yet placed in the log
+        self._writer = threading.Thread(target=self._run, name="warden-audit-writer", daemon=True)
+        self._writer.start()
+        _OPEN.add(self)
+
+    def _start(self, key_path: str | os.PathLike[str] | None) -> None:
+        """Load the signing key, and bind the log to it on first use."""
         origin = self.store.origin
         key_file = (
             Path(key_path)
@@ -76,20 +108,6 @@ class AuditLog(Closing):
                 f"{self.path}: this log is signed by another key ({known.split('+')[1]}); "
                 f"`{key_file}` does not match it"
             )
-        self.batch_size = batch_size
-        self.batch_interval = batch_interval
-        self.max_queue = max_queue
-        self.checkpoint_every = checkpoint_every
-        self.clock = clock
-        self._queue: collections.deque[tuple[Any, ...]] = collections.deque()
-        self._cond = threading.Condition()
-        self._urgent = False
-        self._closing = False
-        self._error: BaseException | None = None
-        self._last_checkpoint = self.store.size()
-        self._writer = threading.Thread(target=self._run, name="warden-audit-writer", daemon=True)
-        self._writer.start()
-        _OPEN.add(self)
 
     @property
     def verifier(self) -> NoteVerifier:
@@ -141,7 +159,11 @@ class AuditLog(Closing):
         self._put((_RAW, {"time": rfc3339(self.clock()), **record}))
 
     def flush(self, timeout: float | None = 30.0) -> int:
-        """Wait until every record appended before this call is durable; return the log size."""
+        """Wait until every record appended before this call is durable; return the log size.
+
+        While the store spools (PostgreSQL unreachable), durable means in the spool,
+        and the size is the one last seen: spooled records are not counted yet.
+        """
         done = threading.Event()
         self._put((_FLUSH, done), bounded=False)  # a flush must be able to wait out a full queue
         with self._cond:
@@ -151,7 +173,12 @@ class AuditLog(Closing):
             raise AuditError(f"audit flush timed out after {timeout} s")
         if self._error is not None:
             raise AuditError(f"the audit log writer failed: {self._error}")
-        return self.store.size()
+        try:
+            return self.store.size()
+        except AuditError:
+            if self._spooled:
+                return self._size
+            raise
 
     # --- checkpoints ------------------------------------------------------------------------
 
@@ -233,11 +260,20 @@ class AuditLog(Closing):
             try:
                 built = [self._build_safely(it) for it in items if it[0] != _FLUSH]
                 if built:
-                    _, size = self.store.append_batch([r for r, _ in built], [f for _, f in built])
-                    if self.checkpoint_every and (
-                        size - self._last_checkpoint >= self.checkpoint_every
+                    first, size = self.store.append_batch(
+                        [r for r, _ in built], [f for _, f in built]
+                    )
+                    self._spooled = first < 0
+                    self._size = size
+                    if (
+                        not self._spooled
+                        and self.checkpoint_every
+                        and size - self._last_checkpoint >= self.checkpoint_every
                     ):
-                        self._sign_now()
+                        # the records are durable: a checkpoint that fails now (the store
+                        # went away after the commit) is tried again after the next batch
+                        with contextlib.suppress(AuditError):
+                            self._sign_now()
             except BaseException as exc:  # noqa: BLE001 - reported to every appender and flusher
                 self._error = exc
                 for it in (*items, *queue):
@@ -255,11 +291,17 @@ class AuditLog(Closing):
         try:
             if self._error is None:
                 self.flush()
-                if (
-                    self.store.size() != self._last_checkpoint
-                    or self.store.latest_checkpoint() is None
-                ):
-                    self._sign_now()
+                try:
+                    if (
+                        self.store.size() != self._last_checkpoint
+                        or self.store.latest_checkpoint() is None
+                    ):
+                        self._sign_now()
+                except AuditError:
+                    # the store is away and the tail is spooled: it is signed by whichever
+                    # writer runs once it has shipped
+                    if not self._spooled:
+                        raise
         finally:
             with self._cond:
                 self._closing = True

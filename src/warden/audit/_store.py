@@ -1,4 +1,9 @@
-"""The embedded audit store: records, Merkle nodes, batches and checkpoints in SQLite.
+"""The audit store protocol, and the embedded store: records, nodes, batches, checkpoints in SQLite.
+
+``AuditBackend`` names what the log, the verifier, the proofs and ``warden
+audit`` use of a store. ``AuditStore`` (here, SQLite) and
+``warden.store.PostgresAuditStore`` (docs/fleet.md) implement it;
+``open_backend`` picks one from the environment.
 
 Layout and invariants are specified in docs/audit.md ("Storage"). All writes
 go through :meth:`AuditStore.append_batch`, one ``BEGIN IMMEDIATE`` transaction
@@ -15,7 +20,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol, runtime_checkable
 
 from warden._sqlite import connect, write_transaction
 from warden.audit._events import canonical
@@ -26,9 +31,9 @@ from warden.audit._merkle import (
     node_hash,
     root_from_nodes,
 )
-from warden.errors import AuditError, LogIntegrityError
+from warden.errors import AuditError, ConfigurationError, LogIntegrityError
 
-__all__ = ["SCHEMA_VERSION", "AuditStore", "Batch"]
+__all__ = ["SCHEMA_VERSION", "AuditBackend", "AuditStore", "Batch", "open_backend"]
 
 SCHEMA_VERSION: Final = 1
 _SCHEMA: Final = """
@@ -77,6 +82,108 @@ def _int(value: object, what: str) -> int:
 
 Batch = tuple[int, int, int, bytes, bytes]
 """A batch row: (id, first_seq, count, digest, root)."""
+
+
+@runtime_checkable
+class AuditBackend(Protocol):
+    """What ``AuditLog``, ``verify_log``, the proofs and ``warden audit`` need of a store.
+
+    Reads raise AuditError when the store cannot be read. Node reads follow
+    ``warden.audit._merkle``: level 0 is the leaf hashes, level L >= 1 the
+    perfect subtree over leaves ``[idx * 2**L, (idx + 1) * 2**L)``.
+    """
+
+    @property
+    def path(self) -> Path:
+        """The log's local anchor: ``audit-key.pub`` is looked for beside it."""
+        ...
+
+    @property
+    def origin(self) -> str:
+        """The checkpoint origin, ``warden/<log id>``."""
+        ...
+
+    def meta(self, key: str) -> str | None: ...
+
+    def set_meta(self, key: str, value: str) -> None: ...
+
+    def append_batch(
+        self, records: Sequence[Mapping[str, Any]], safe: Sequence[bool] | None = None
+    ) -> tuple[int, int]:
+        """Make ``records`` durable as one batch; return (first seq, size after it).
+
+        A backend that accepted the batch durably without placing it in the log
+        yet (the PostgreSQL spool) returns a first seq of -1 and the size it last saw.
+        """
+        ...
+
+    def add_checkpoint(self, size: int, note: str) -> None: ...
+
+    def size(self) -> int: ...
+
+    def get_node(self, level: int, idx: int) -> bytes: ...
+
+    def root(self, size: int | None = None) -> bytes: ...
+
+    def record(self, seq: int) -> bytes: ...
+
+    def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]: ...
+
+    def consistency_proof(self, old_size: int, new_size: int | None = None) -> list[bytes]: ...
+
+    def scan_chunks(
+        self, start: int = 0, chunk: int = 8192
+    ) -> Iterator[list[tuple[int, bytes, bytes, int]]]: ...
+
+    def scan(
+        self, start: int = 0, chunk: int = 8192
+    ) -> Iterator[tuple[int, bytes, bytes, int]]: ...
+
+    def node_rows(self, level: int, start: int, limit: int) -> list[tuple[int, bytes]]: ...
+
+    def batches(self) -> Iterator[Batch]: ...
+
+    def checkpoints(self) -> list[tuple[int, str]]: ...
+
+    def latest_checkpoint(self) -> tuple[int, str] | None: ...
+
+    def select_records(
+        self,
+        *,
+        record_type: str | None = None,
+        agent: str | None = None,
+        session: str | None = None,
+        tool: str | None = None,
+        effect: str | None = None,
+        since: str | None = None,
+        newest: bool = False,
+        chunk: int = 512,
+    ) -> Iterator[tuple[int, bytes]]: ...
+
+    def close(self) -> None: ...
+
+
+def open_backend(path: str | os.PathLike[str], *, readonly: bool = False) -> AuditBackend:
+    """The log at ``path``, or, when ``WARDEN_DATABASE_URL`` is set, the fleet's on PostgreSQL.
+
+    With PostgreSQL, ``path`` stays the local anchor (key files, spool) and
+    ``WARDEN_FLEET_NAMESPACE`` names the tables. ConfigurationError for a URL
+    that does not parse or a missing driver.
+    """
+    # imported here: the fleet layer sits above the audit log, and embedded mode needs none of it
+    from warden.store._config import FleetConfig
+
+    config = FleetConfig.from_env()
+    if config.database_url is None:
+        return AuditStore(path, readonly=readonly)
+    try:
+        from warden.store.postgres_audit import PostgresAuditStore
+    except ImportError as exc:  # pragma: no cover - the fleet extra is not installed
+        raise ConfigurationError(
+            f"WARDEN_DATABASE_URL is set but the PostgreSQL driver is missing ({exc}); "
+            "install warden[fleet]"
+        ) from None
+    return PostgresAuditStore(config.database_url, config.namespace, path=path, readonly=readonly)
 
 
 class AuditStore:

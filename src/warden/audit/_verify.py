@@ -10,6 +10,7 @@ raises; nothing is repaired or skipped.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import sqlite3
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ import msgspec
 from warden.audit._checkpoint import Checkpoint, NoteVerifier, parse_checkpoint
 from warden.audit._events import DECISION_V1, OUTCOME_V1
 from warden.audit._merkle import EMPTY_ROOT, consistency_proof, node_hash, verify_consistency
-from warden.audit._store import AuditStore
+from warden.audit._store import AuditBackend, open_backend
 from warden.errors import (
     AuditError,
     CheckpointError,
@@ -55,7 +56,7 @@ class VerifyReport:
     key: str
 
 
-def trusted_verifier(store: AuditStore, key: str | Path | None) -> tuple[NoteVerifier, str]:
+def trusted_verifier(store: AuditBackend, key: str | Path | None) -> tuple[NoteVerifier, str]:
     """The key to trust, and where it came from: ``key``, else ``audit-key.pub``, else the log.
 
     A log whose recorded key differs from the trusted key was re-signed: CheckpointError.
@@ -98,7 +99,7 @@ def _hex(b: bytes) -> str:
 
 
 def verify_log(
-    store: AuditStore,
+    store: AuditBackend,
     verifier: NoteVerifier,
     *,
     earlier: str | None = None,
@@ -108,13 +109,16 @@ def verify_log(
     ``earlier`` is a signed checkpoint kept elsewhere; the log must extend it. A file that
     SQLite cannot read (garbage, a malformed page, a missing table) raises AuditError.
     """
+    # a store that can (PostgreSQL) gives one consistent view of a log other writers extend
+    snapshot = getattr(store, "snapshot", None)
     try:
-        return _verify_log(store, verifier, earlier)
+        with snapshot() if callable(snapshot) else contextlib.nullcontext():
+            return _verify_log(store, verifier, earlier)
     except sqlite3.DatabaseError as exc:
         raise AuditError(f"{store.path}: not a readable audit log ({exc})") from None
 
 
-def _verify_log(store: AuditStore, verifier: NoteVerifier, earlier: str | None) -> VerifyReport:
+def _verify_log(store: AuditBackend, verifier: NoteVerifier, earlier: str | None) -> VerifyReport:
     origin = store.origin
     stored_cps: dict[int, Checkpoint] = {}
     for size, note in store.checkpoints():
@@ -325,7 +329,7 @@ class _NodeChecker:
     read; memory is one chunk per level (O(log n) chunks).
     """
 
-    def __init__(self, store: AuditStore) -> None:
+    def __init__(self, store: AuditBackend) -> None:
         self.store = store
         self.pending: dict[int, list[tuple[int, bytes]]] = {}
         self.next_idx: dict[int, int] = {}
@@ -375,6 +379,10 @@ class _NodeChecker:
         return self.count
 
 
-def open_for_verify(path: str | Path) -> AuditStore:
-    """Open a log read-only, turning storage errors into AuditError (never a traceback)."""
-    return AuditStore(path, readonly=True)
+def open_for_verify(path: str | Path) -> AuditBackend:
+    """Open a log read-only, turning storage errors into AuditError (never a traceback).
+
+    With ``WARDEN_DATABASE_URL`` set, the fleet's log on PostgreSQL (``path`` is
+    then where ``audit-key.pub`` is looked for); see ``open_backend``.
+    """
+    return open_backend(path, readonly=True)

@@ -28,8 +28,8 @@ from warden._re import PatternError, compile_glob, is_literal
 from warden.audit import (
     DECISION_V1,
     OUTCOME_V1,
+    AuditBackend,
     AuditLog,
-    AuditStore,
     NoteVerifier,
     leaf_hash,
     open_for_verify,
@@ -98,7 +98,7 @@ def _reason(path: Path, exc: BaseException) -> str:
     return _clean(text if text.startswith(prefix) else prefix + text)
 
 
-def _open(path: Path) -> AuditStore:
+def _open(path: Path) -> AuditBackend:
     try:
         return open_for_verify(path)
     except _READ_FAILURES as exc:
@@ -106,7 +106,7 @@ def _open(path: Path) -> AuditStore:
 
 
 @contextlib.contextmanager
-def _reading(path: Path) -> Iterator[AuditStore]:
+def _reading(path: Path) -> Iterator[AuditBackend]:
     """The log, opened read-only; a storage error inside the block exits with one line."""
     store = _open(path)
     try:
@@ -117,7 +117,7 @@ def _reading(path: Path) -> Iterator[AuditStore]:
         store.close()
 
 
-def _trusted(store: AuditStore, key: str | None) -> tuple[NoteVerifier, str]:
+def _trusted(store: AuditBackend, key: str | None) -> tuple[NoteVerifier, str]:
     """``trusted_verifier``, with a malformed key reported as the user's mistake."""
     try:
         return trusted_verifier(store, key)
@@ -445,7 +445,7 @@ def _filter_options(fn: Any) -> Any:
 
 
 def _select(
-    store: AuditStore,
+    store: AuditBackend,
     *,
     agent: str | None,
     session: str | None,
@@ -649,7 +649,7 @@ def prove(index: int, size: int | None, key: str | None, home: str, db: str | No
 
 
 def _prove(
-    store: AuditStore, path: Path, index: int, size: int | None, key: str | None
+    store: AuditBackend, path: Path, index: int, size: int | None, key: str | None
 ) -> dict[str, Any]:
     n = store.size()
     if n == 0:
@@ -782,7 +782,7 @@ def _otlp_request(log_records: list[dict[str, Any]]) -> bytes:
     return json.dumps(request, separators=(",", ":")).encode("ascii") + b"\n"
 
 
-def _records_since(store: AuditStore, since: str | None) -> Iterator[tuple[int, bytes]]:
+def _records_since(store: AuditBackend, since: str | None) -> Iterator[tuple[int, bytes]]:
     for seq, _, raw, _ in store.scan():
         data = raw if isinstance(raw, bytes) else str(raw).encode()
         if since is not None:
