@@ -45,6 +45,7 @@ def _register() -> None:
     from warden.cli.replay import replay
     from warden.cli.runtime import kill, restore, ring
     from warden.cli.saga import saga
+    from warden.cli.serve import serve
     from warden.cli.status import status
     from warden.cli.verify import verify
 
@@ -66,6 +67,7 @@ def _register() -> None:
     cli.add_command(bom)
     cli.add_command(doctor)
     cli.add_command(verify)
+    cli.add_command(serve)
 
 
 _register()
