@@ -594,7 +594,7 @@ def test_a_malformed_fleet_url_is_an_error(tmp_path: Path, env: dict[str, str]) 
 
 @pytest.mark.skipif(not listening(5432) or not listening(6379), reason="no local PostgreSQL/Redis")
 def test_reachable_fleet_services_are_ok(tmp_path: Path, env: dict[str, str]) -> None:
-    env["WARDEN_DATABASE_URL"] = "postgresql://warden@127.0.0.1:5432/warden"
+    env["WARDEN_DATABASE_URL"] = "postgresql://postgres@127.0.0.1:5432/test"  # this machine's
     env["WARDEN_REDIS_URL"] = "redis://127.0.0.1:6379/0"
     pg, redis = fleet(tmp_path, env)
     assert pg.severity == redis.severity == "ok", (pg, redis)
