@@ -179,10 +179,21 @@ class Backend:
                     db.execute(f"DROP TABLE IF EXISTS {self.namespace}_{table}")
 
 
+_MUST_RUN = bool(os.environ.get("WARDEN_REQUIRE_POSTGRES") or os.environ.get("CI"))
+"""In CI PostgreSQL is there: a test that cannot reach it fails instead of skipping."""
+
+
+def _skip_without_postgres() -> None:
+    if not _PG_UP:
+        if _MUST_RUN:
+            pytest.fail(f"PostgreSQL does not answer at {DATABASE_URL} (required in CI)")
+        pytest.skip(f"PostgreSQL does not answer at {DATABASE_URL}")
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    if request.param == "postgres" and not _PG_UP:
-        pytest.skip(f"PostgreSQL does not answer at {DATABASE_URL}")
+    if request.param == "postgres":
+        _skip_without_postgres()
     b = Backend(request.param, tmp_path / "home")
     if b.kind == "postgres":
         b.url = DATABASE_URL
@@ -195,8 +206,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
 
 @pytest.fixture
 def pg(tmp_path: Path) -> Iterator[Backend]:
-    if not _PG_UP:
-        pytest.skip(f"PostgreSQL does not answer at {DATABASE_URL}")
+    _skip_without_postgres()
     b = Backend("postgres", tmp_path / "home", DATABASE_URL, f"wt_{uuid.uuid4().hex[:12]}")
     try:
         yield b
