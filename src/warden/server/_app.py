@@ -44,6 +44,7 @@ from warden.errors import (
     SelfApprovalError,
     VerificationError,
 )
+from warden.server._console import console_routes
 from warden.server._metrics import CONTENT_TYPE, Metrics
 from warden.server._tokens import Token, TokenStore
 from warden.server._wire import (
@@ -107,6 +108,7 @@ def create_app(governor: Governor, tokens: TokenStore, *, max_body: int = MAX_BO
         Route("/v1/audit/{seq:int}/proof", r(svc.audit_proof, "read"), methods=["GET"]),
         Route("/healthz", svc.healthz, methods=["GET"]),
         Route("/metrics", svc.metrics_text, methods=["GET"]),
+        *console_routes(svc),  # the web console (docs/fleet.md, "The console")
     ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
     app.state.service = svc
@@ -176,7 +178,7 @@ class _Service:
             )
         try:
             token = self.tokens.authenticate(value.strip())
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:  # OSError: PostgreSQL's StoreUnavailable
             raise ApiError(
                 503, "store_unavailable", f"the token store cannot be read: {exc}"
             ) from None
