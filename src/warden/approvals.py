@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, runtime_checkable
 
 import rfc8785
 
@@ -43,12 +43,17 @@ from warden.errors import (
     SelfApprovalError,
 )
 
+if TYPE_CHECKING:
+    from warden.store import FleetConfig
+
 __all__ = [
     "DEFAULT_TTL",
+    "ApprovalBackend",
     "ApprovalRequest",
     "ApprovalStore",
     "GateResult",
     "action_digest",
+    "open_approval_store",
 ]
 
 DEFAULT_TTL: Final = 15 * 60.0
@@ -164,6 +169,67 @@ def _row(r: tuple[Any, ...]) -> ApprovalRequest:
         note=r[13],
         used_at=r[14],
     )
+
+
+@runtime_checkable
+class ApprovalBackend(Protocol):
+    """What the Governor, ``warden approvals`` and ``warden serve`` use of an approval store.
+
+    ``ApprovalStore`` (SQLite, embedded) and ``warden.store.PostgresApprovalStore``
+    (fleet) implement it and pass the same tests. A store that cannot be reached
+    raises (never answers ``approved``): the Governor turns that into a deny.
+    """
+
+    def gate(
+        self,
+        action: Action,
+        digest: str,
+        rules: tuple[str, ...],
+        reasons: tuple[str, ...],
+        policy_hash: str,
+    ) -> tuple[GateResult, ApprovalRequest]: ...
+
+    def get(self, request_id: str) -> ApprovalRequest: ...
+
+    def approve(
+        self, request_id: str, approver: str, note: str | None = None
+    ) -> ApprovalRequest: ...
+
+    def deny(self, request_id: str, approver: str, note: str | None = None) -> ApprovalRequest: ...
+
+    def wait(self, request_id: str, timeout: float, poll: float = 0.05) -> ApprovalRequest: ...
+
+    async def wait_async(
+        self, request_id: str, timeout: float, poll: float = 0.05
+    ) -> ApprovalRequest: ...
+
+    def close(self) -> None: ...
+
+    def list(self, status: Status | None = None, limit: int = 200) -> list[ApprovalRequest]: ...
+
+
+def open_approval_store(
+    home: str | os.PathLike[str],
+    *,
+    ttl: float = DEFAULT_TTL,
+    clock: Callable[[], float] = time.time,
+    config: FleetConfig | None = None,
+) -> ApprovalBackend:
+    """The approval store the environment names: PostgreSQL or ``home/approvals.db``.
+
+    PostgreSQL when ``WARDEN_DATABASE_URL`` is set (namespace from
+    ``WARDEN_FLEET_NAMESPACE``). ``config`` defaults to ``FleetConfig.from_env()``;
+    a malformed URL is a ConfigurationError, never a fallback to the embedded store.
+    """
+    if config is None:
+        from warden.store import FleetConfig
+
+        config = FleetConfig.from_env()
+    if config.database_url is not None:
+        from warden.store.approvals import PostgresApprovalStore
+
+        return PostgresApprovalStore(config.database_url, config.namespace, ttl=ttl, clock=clock)
+    return ApprovalStore(Path(home) / "approvals.db", ttl=ttl, clock=clock)
 
 
 class ApprovalStore:

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Final, ParamSpec, Protocol, TypeVar, over
 import msgspec
 
 from warden.action import Action, Decision, Effect, with_agent
-from warden.approvals import DEFAULT_TTL, ApprovalStore, action_digest
+from warden.approvals import DEFAULT_TTL, ApprovalBackend, action_digest, open_approval_store
 from warden.errors import (
     ActionDenied,
     ActionKilled,
@@ -146,7 +146,7 @@ class Governor:
         *,
         allow_unconfigured: bool = False,
         agent: Mapping[str, Any] | None = None,
-        approvals: ApprovalStore | None = None,
+        approvals: ApprovalBackend | None = None,
         home: str | os.PathLike[str] | None = None,
         approval_ttl: float = DEFAULT_TTL,
         sinks: Sequence[DecisionSink] = (),
@@ -327,13 +327,16 @@ class Governor:
         return self._identity
 
     @property
-    def approvals(self) -> ApprovalStore:
-        """The approval store (a SQLite file under ``home`` unless one was given)."""
+    def approvals(self) -> ApprovalBackend:
+        """The approval store: the one given, else as the environment says (docs/fleet.md).
+
+        PostgreSQL when ``WARDEN_DATABASE_URL`` is set, else ``home/approvals.db``.
+        """
         if self._approvals is None:
             with self._approvals_lock:
                 if self._approvals is None:
-                    self._approvals = ApprovalStore(
-                        self._home / "approvals.db", ttl=self._approval_ttl, clock=self._clock
+                    self._approvals = open_approval_store(
+                        self._home, ttl=self._approval_ttl, clock=self._clock
                     )
         return self._approvals
 

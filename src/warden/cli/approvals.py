@@ -7,14 +7,23 @@ from pathlib import Path
 
 import click
 
-from warden.approvals import ApprovalRequest, ApprovalStore
+from warden.approvals import ApprovalBackend, ApprovalRequest, ApprovalStore, open_approval_store
 from warden.cli._common import console, fail, print_json
 from warden.errors import ApprovalError, ConfigurationError
 
 _HOME_HELP = "The warden state directory (default: .warden, or $WARDEN_HOME)."
 
 
-def _store(home: str, db: str | None) -> ApprovalStore:
+def _store(home: str, db: str | None) -> ApprovalBackend:
+    """``--db`` if given; else the store the environment names (PostgreSQL, or the home's)."""
+    from warden.store import FleetConfig
+
+    try:
+        config = FleetConfig.from_env()
+        if db is None and config.database_url is not None:
+            return open_approval_store(home, config=config)
+    except ConfigurationError as exc:
+        fail(str(exc))
     path = Path(db) if db else Path(home) / "approvals.db"
     if not path.exists():
         fail(f"`{path}`: no approvals database (has a Governor with this home asked for one?)")

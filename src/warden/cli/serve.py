@@ -15,7 +15,7 @@ import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, cast
 
 import click
 
@@ -25,6 +25,7 @@ from warden.errors import ConfigurationError, PolicyError, WardenError
 if TYPE_CHECKING:
     from warden.governor import Governor
     from warden.server import Token, TokenStore
+    from warden.server._tokens import TokenBackend
 
 _HOME_HELP = "The warden state directory (default: .warden, or $WARDEN_HOME)."
 _LISTEN: Final = re.compile(
@@ -83,13 +84,25 @@ def _loopback(host: str) -> bool:
         return False
 
 
-def _tokens(home: str) -> TokenStore:
-    from warden.server import TokenStore
+def _tokens(home: str) -> TokenBackend:
+    """The token store the environment names: PostgreSQL in fleet mode, else the home's."""
+    from warden.server._tokens import open_token_store
 
     try:
-        return TokenStore.for_home(home)
+        return open_token_store(home)
     except ConfigurationError as exc:
         fail(str(exc))
+
+
+def _has_tokens(home: str) -> bool:
+    """Whether a token store exists to read (PostgreSQL in fleet mode always does)."""
+    from warden.store import FleetConfig
+
+    try:
+        fleet = FleetConfig.from_env().database_url is not None
+    except ConfigurationError as exc:
+        fail(str(exc))
+    return fleet or (Path(home) / "tokens.db").exists()
 
 
 @click.group(invoke_without_command=True)
@@ -154,10 +167,13 @@ def _run(gov: Governor, home: str, host: str, port: int) -> None:
 
     tokens = _tokens(home)
     try:
-        app = create_app(gov, tokens)
-    except ConfigurationError as exc:
+        # create_app is typed for the SQLite store; it uses only what TokenBackend has
+        app = create_app(gov, cast("TokenStore", tokens))
+        listed = tokens.list()
+    except (ConfigurationError, OSError) as exc:
+        tokens.close()
         fail(str(exc))
-    if not tokens.list():
+    if not listed:
         click.echo(
             "warden: note: no tokens yet; make one with "
             f"`warden serve token new --home {home} --subject NAME --scope decide`",
@@ -253,10 +269,12 @@ def token_list(show_all: bool, as_json: bool, home: str | None) -> None:
     """List tokens (never their secrets)."""
     home = _token_home(home)
     found: list[Token] = []
-    if (Path(home) / "tokens.db").exists():
+    if _has_tokens(home):
         store = _tokens(home)
         try:
             found = store.list(revoked=show_all)
+        except OSError as exc:  # the fleet store did not answer
+            fail(str(exc))
         finally:
             store.close()
     if as_json:
@@ -289,7 +307,7 @@ def token_list(show_all: bool, as_json: bool, home: str | None) -> None:
 def token_revoke(token_id: str, by: str | None, home: str | None) -> None:
     """Revoke token ID (as `token list` shows it): servers refuse it from the next request."""
     home = _token_home(home)
-    if not (Path(home) / "tokens.db").exists():
+    if not _has_tokens(home):
         fail(f"no token `{token_id}` (no tokens under `{home}`)")
     store = _tokens(home)
     try:

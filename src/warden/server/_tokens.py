@@ -9,6 +9,10 @@ every server on the same home share it.
 Lookups are served from memory: each one asks SQLite only whether the file
 changed since the last load (``PRAGMA data_version``, no I/O), so a token
 revoked from another process is refused by the next request.
+
+In fleet mode (``WARDEN_DATABASE_URL`` set) ``open_token_store`` gives
+``warden.store.PostgresTokenStore`` instead, shared by every replica; both are
+a ``TokenBackend``.
 """
 
 from __future__ import annotations
@@ -25,13 +29,24 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
 from warden._closing import Closing
 from warden._sqlite import open_store, write_transaction
 from warden.errors import ConfigurationError
 
-__all__ = ["PREFIX", "SCOPES", "Token", "TokenStore", "token_hash"]
+if TYPE_CHECKING:
+    from warden.store import FleetConfig
+
+__all__ = [
+    "PREFIX",
+    "SCOPES",
+    "Token",
+    "TokenBackend",
+    "TokenStore",
+    "open_token_store",
+    "token_hash",
+]
 
 PREFIX: Final = "wdn_"
 SCOPES: Final = ("decide", "read", "approve", "operate")
@@ -92,6 +107,44 @@ def parse_scopes(text: str | Iterable[str]) -> frozenset[str]:
     if not scopes:
         raise ConfigurationError(f"a token needs at least one scope ({', '.join(SCOPES)})")
     return scopes
+
+
+@runtime_checkable
+class TokenBackend(Protocol):
+    """What ``warden serve`` and ``warden serve token`` use of a token store.
+
+    ``authenticate`` answers None for a token it cannot vouch for, including
+    while its store cannot be reached (fail closed), or raises.
+    """
+
+    def new(self, subject: str, scopes: str | Iterable[str], *, by: str) -> tuple[str, Token]: ...
+
+    def revoke(self, token_id: str) -> Token: ...
+
+    def authenticate(self, presented: str) -> Token | None: ...
+
+    def close(self) -> None: ...
+
+    def list(self, *, revoked: bool = False) -> list[Token]: ...
+
+
+def open_token_store(
+    home: str | os.PathLike[str], config: FleetConfig | None = None
+) -> TokenBackend:
+    """The token store the environment names: PostgreSQL or ``home/tokens.db``.
+
+    PostgreSQL when ``WARDEN_DATABASE_URL`` is set (namespace from
+    ``WARDEN_FLEET_NAMESPACE``); ``config`` defaults to ``FleetConfig.from_env()``.
+    """
+    if config is None:
+        from warden.store import FleetConfig
+
+        config = FleetConfig.from_env()
+    if config.database_url is not None:
+        from warden.store.tokens import PostgresTokenStore
+
+        return PostgresTokenStore(config.database_url, config.namespace)
+    return TokenStore.for_home(home)
 
 
 class TokenStore(Closing):
