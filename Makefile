@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint fmt bench bench-compare clean sandbox-deps
+.PHONY: demo demo-fleet fault-test test lint fmt bench bench-compare clean sandbox-deps browser-deps
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,9 +16,28 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/warden demo
 
-test: $(STAMP) sandbox-deps
+# Two `warden serve` replicas (ports 7071, 7072) on the local PostgreSQL and Redis; a kill
+# through one stops agents on both (docs/fleet.md). HOLD=1 keeps them up for the console.
+demo-fleet: $(STAMP)
+	$(BIN)/python -m warden.examples.fleet.demo $(if $(HOLD),--hold)
+
+test: $(STAMP) sandbox-deps browser-deps
 	$(BIN)/warden policy test src/warden/examples
 	$(BIN)/python -m pytest -n 2
+
+# The web console's tests drive Debian's Chromium with Playwright (docs/fleet.md).
+# As root with apt it is installed here; otherwise a note says how, and the
+# browser tests are skipped (in CI they must run: WARDEN_REQUIRE_BROWSER).
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium"; \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+	      || echo "note: could not install chromium; the browser tests will be skipped"; \
+	  else \
+	    echo "note: chromium is missing (Debian/Ubuntu: sudo apt-get install chromium); the browser tests will be skipped"; \
+	  fi; \
+	}
 
 # The runtime sandbox runs code under bubblewrap (docs/runtime.md). As root with
 # apt (CI, a container) it is installed here; otherwise a note says how, and the
@@ -33,6 +52,11 @@ sandbox-deps:
 	    echo "note: bubblewrap is missing (Debian/Ubuntu: sudo apt-get install bubblewrap); the sandbox tests will be skipped"; \
 	  fi; \
 	}
+
+# Load and fault tests: they restart the shared PostgreSQL and Redis, so they run serially
+# and only here (deselected in `make test`); see docs/fleet.md, "Load and faults".
+fault-test: $(STAMP)
+	WARDEN_FAULT_TESTS=1 $(BIN)/python -m pytest -p no:xdist tests/fleet
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check src tests benchmarks

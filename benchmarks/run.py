@@ -26,6 +26,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 import bench_audit  # noqa: E402 - benchmarks/ is not a package
+import bench_fleet  # noqa: E402
 import bench_flows  # noqa: E402
 import bench_identity  # noqa: E402
 import bench_mcp  # noqa: E402
@@ -361,6 +362,8 @@ def render(results: dict[str, Any]) -> str:
         lines += bench_flows.render(results["flows"])
     if results.get("scan"):
         lines += bench_scan.render(results["scan"])
+    if results.get("fleet"):
+        lines += bench_fleet.render(results["fleet"])
     probes = results.get("probes")
     ref_probes = (ref or {}).get("probes") or {}
     if probes and ref_probes.get("results"):
@@ -411,6 +414,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-runtime", action="store_true", help="skip the runtime benchmarks")
     ap.add_argument("--no-flows", action="store_true", help="skip the flow and scan benchmarks")
     ap.add_argument(
+        "--no-fleet",
+        action="store_true",
+        help="skip the fleet benchmarks (they need the local PostgreSQL and Redis)",
+    )
+    ap.add_argument(
         "--replay-n", type=int, default=1_000_000, help="decisions in the replayed log (0: skip)"
     )
     ap.add_argument("--audit-n", type=int, default=200_000, help="records for the append test")
@@ -445,6 +453,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_flows:
         results["flows"] = bench_flows.run(args.max_samples, args.budget_s)
         results["scan"] = bench_scan.run(max_samples=200, budget_s=args.budget_s)
+    if not args.no_fleet:
+        results["fleet"] = bench_fleet.run()
     if args.compare:
         results["reference"] = run_reference(
             args.compare,

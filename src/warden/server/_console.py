@@ -141,7 +141,7 @@ class _Console:
             return None
         try:
             return self.svc.tokens.authenticate(presented)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:  # OSError: PostgreSQL's StoreUnavailable
             raise _Refused(
                 _error_page(request, 503, f"the token store cannot be read: {exc}")
             ) from None
@@ -333,7 +333,7 @@ class _Console:
         nxt = _safe_next(form.get("next"))
         try:
             token = self.svc.tokens.authenticate(presented) if presented else None
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             return _finish(
                 request, _error_page(request, 503, f"the token store cannot be read: {exc}"), None
             )

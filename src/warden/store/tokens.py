@@ -155,8 +155,10 @@ class PostgresTokenStore(Closing):
     def authenticate(self, presented: str) -> Token | None:
         """The live token whose text is ``presented``, or None (unknown, revoked, malformed).
 
-        None too while the snapshot is older than ``max_age`` (PostgreSQL away):
-        fail closed. Never waits on the database, except for the first lookup.
+        Raises StoreUnavailable while the snapshot is older than ``max_age``
+        (PostgreSQL away): fail closed, and the service answers 503 rather than
+        calling a good token unknown. Never waits on the database, except for the
+        first lookup.
         """
         if not _TOKEN.fullmatch(presented):
             return None
@@ -169,7 +171,7 @@ class PostgresTokenStore(Closing):
             if not self._down:
                 self._down = True
                 _log.warning("%s: token store not answering: refusing every token", self.name)
-            return None
+            raise StoreUnavailable(f"{self.name}: the token store has not answered for a while")
         if entry is None or not hmac.compare_digest(entry[0], token_hash(presented)):
             return None
         return entry[1]

@@ -1,0 +1,1 @@
+"""Two `warden serve` replicas on PostgreSQL and Redis: `make demo-fleet`, and the fleet harness."""
