@@ -14,7 +14,6 @@ import signal
 import sys
 import time
 import unicodedata
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import click
@@ -24,7 +23,7 @@ from warden.errors import PolicyError, SupplyChainError, WardenError
 
 if TYPE_CHECKING:
     from warden.gateway._config import Upstream
-    from warden.gateway.pins import PinStore
+    from warden.gateway.pins import PinBackend
 
 SEVERITIES: Final = ("low", "medium", "high", "critical")
 _HOME_HELP = "The warden state directory (default: .warden, or $WARDEN_HOME)."
@@ -420,12 +419,13 @@ def pins() -> None:
     """Pinned tool versions: the first clean version is trusted; a change hides the tool."""
 
 
-def _store(home: str) -> PinStore:
-    from warden.gateway.pins import PinError, PinStore
+def _store(home: str) -> PinBackend:
+    from warden.errors import ConfigurationError
+    from warden.gateway.pins import PinError, open_pin_store
 
     try:
-        return PinStore(Path(home) / "mcp-pins.db")
-    except PinError as exc:
+        return open_pin_store(home)
+    except (PinError, ConfigurationError) as exc:
         fail(str(exc))
 
 

@@ -10,7 +10,9 @@ the digest that was seen (``warden mcp pins approve``).
 The store is a SQLite file (``$WARDEN_HOME/mcp-pins.db``, WAL). Every
 read-modify-write runs in one ``BEGIN IMMEDIATE`` transaction, so a gateway
 and the ``warden mcp pins`` command can share it. A listing that changes
-nothing writes nothing.
+nothing writes nothing. With ``WARDEN_DATABASE_URL`` the pins live in
+PostgreSQL instead (``warden.store.pins.PostgresPinStore``, shared by every
+replica); ``open_pin_store`` picks one, and both satisfy ``PinBackend``.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, runtime_checkable
 
 import rfc8785
 
@@ -31,7 +33,19 @@ from warden._closing import Closing
 from warden._sqlite import open_store, write_transaction
 from warden.errors import PinError
 
-__all__ = ["Pin", "PinError", "PinStatus", "PinStore", "default_pins_path", "tool_digest"]
+if TYPE_CHECKING:
+    from warden.store import FleetConfig
+
+__all__ = [
+    "Pin",
+    "PinBackend",
+    "PinError",
+    "PinStatus",
+    "PinStore",
+    "default_pins_path",
+    "open_pin_store",
+    "tool_digest",
+]
 
 PinStatus = Literal["new", "pinned", "changed"]
 """What a listing of a tool is, next to its pin: not pinned yet, the pinned version, another one."""
@@ -107,6 +121,57 @@ class Pin:
 
 def _row(r: tuple[Any, ...]) -> Pin:
     return Pin(r[0], r[1], r[2], r[3], r[4], r[5], r[6])
+
+
+@runtime_checkable
+class PinBackend(Protocol):
+    """What the gateway and ``warden mcp pins`` use of a pin store.
+
+    ``PinStore`` (SQLite, embedded) and ``warden.store.pins.PostgresPinStore``
+    (fleet) implement it and pass the same tests. A store that cannot be read
+    or written raises PinError: the gateway then shows no unpinned tool.
+    """
+
+    def get(self, server: str, tool: str) -> Pin | None: ...
+
+    def list(self, server: str | None = None) -> list[Pin]: ...
+
+    def record_seen(self, server: str, tool: str, digest: str) -> PinStatus: ...
+
+    def observe(
+        self, server: str, seen: Mapping[str, str], *, pin_new: Collection[str] = ()
+    ) -> dict[str, PinStatus]: ...
+
+    def pin(self, server: str, tool: str, digest: str, *, by: str = "tofu") -> Pin: ...
+
+    def approve(self, server: str, tool: str, *, by: str = "operator") -> Pin: ...
+
+    def reset(self, server: str, tool: str | None = None) -> int: ...
+
+    def close(self) -> None: ...
+
+
+def open_pin_store(
+    home: str | os.PathLike[str],
+    config: FleetConfig | None = None,
+    *,
+    clock: Callable[[], float] = time.time,
+) -> PinBackend:
+    """The pin store the environment names: PostgreSQL or ``home/mcp-pins.db``.
+
+    PostgreSQL when ``WARDEN_DATABASE_URL`` is set (namespace from
+    ``WARDEN_FLEET_NAMESPACE``). ``config`` defaults to ``FleetConfig.from_env()``;
+    a malformed URL is a ConfigurationError, never a fallback to the embedded store.
+    """
+    if config is None:
+        from warden.store import FleetConfig
+
+        config = FleetConfig.from_env()
+    if config.database_url is not None:
+        from warden.store.pins import PostgresPinStore
+
+        return PostgresPinStore(config.database_url, config.namespace, clock=clock)
+    return PinStore(Path(home) / "mcp-pins.db", clock=clock)
 
 
 class PinStore(Closing):

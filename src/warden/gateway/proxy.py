@@ -60,7 +60,7 @@ from warden.action import Action, Decision, Effect
 from warden.errors import ConfigurationError
 from warden.gateway._config import GatewayError, Upstream, check_name, load_servers
 from warden.gateway._upstream import Connection, UpstreamError
-from warden.gateway.pins import PinError, PinStatus, PinStore, tool_digest
+from warden.gateway.pins import PinBackend, PinError, PinStatus, open_pin_store, tool_digest
 from warden.gateway.scan import (
     SEVERITIES,
     Finding,
@@ -104,7 +104,8 @@ class Gateway:
     and ``refuse_at`` are scanner severities (docs/mcp.md, "What the policy
     decides"); ``pin`` turns tool pinning on. ``namespace`` names tools
     ``SERVER__TOOL`` (default: when there is more than one upstream). Pins
-    live in ``pins`` or, by default, in ``HOME/mcp-pins.db``.
+    live in ``pins`` or, by default, in the store ``open_pin_store(HOME)`` names
+    (PostgreSQL with ``WARDEN_DATABASE_URL``, else ``HOME/mcp-pins.db``).
 
     ``bom_tools`` (``{server: {tool: digest}}``, from a verified signed BOM)
     turns the component gate on: a server not in it is refused, a tool not in
@@ -122,7 +123,7 @@ class Gateway:
         refuse_at: str = "critical",
         pin: bool = True,
         namespace: bool | None = None,
-        pins: PinStore | None = None,
+        pins: PinBackend | None = None,
         home: str | os.PathLike[str] | None = None,
         errlog: TextIO | None = None,
         session: str | None = None,
@@ -158,7 +159,7 @@ class Gateway:
         self._own_pins = pins is None and pin
         if pins is None and pin:
             base = Path(home if home is not None else os.environ.get("WARDEN_HOME", ".warden"))
-            pins = PinStore(base / "mcp-pins.db")
+            pins = open_pin_store(base)
         self.pins = pins
         self.bom_tools = (
             {s: dict(tools) for s, tools in bom_tools.items()} if bom_tools is not None else None
@@ -369,7 +370,10 @@ class Gateway:
             digest = digests.get(t.name)
             status = statuses.get(t.name)
             if status == "changed" and digest is not None:
-                pin = self.pins.get(server, t.name) if self.pins is not None else None
+                try:
+                    pin = self.pins.get(server, t.name) if self.pins is not None else None
+                except PinError:  # the tool stays hidden; only the alert lacks the old digest
+                    pin = None
                 hidden = (
                     "changed since it was pinned (a rug pull?); hidden until "
                     f"`warden mcp pins approve {server} {t.name}`"
