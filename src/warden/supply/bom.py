@@ -137,17 +137,24 @@ def _relative(path: Path, base: Path) -> str:
 
 
 def _pinned(home: Path) -> dict[str, dict[str, str]]:
-    """Pinned digests under ``home``; a missing store is no pins (generating creates nothing)."""
-    path = home / "mcp-pins.db"
-    if not path.exists():
-        return {}
-    from warden.gateway.pins import PinStore
+    """Pinned digests: the fleet's (PostgreSQL) or those under ``home``.
 
+    A missing embedded store is no pins (generating creates nothing).
+    """
+    from warden.gateway.pins import open_pin_store
+    from warden.store import FleetConfig
+
+    config = FleetConfig.from_env()
+    if config.database_url is None and not (home / "mcp-pins.db").exists():
+        return {}
     out: dict[str, dict[str, str]] = {}
-    with PinStore(path) as store:
+    store = open_pin_store(home, config)
+    try:
         for pin in store.list():
             if pin.pinned is not None:
                 out.setdefault(pin.server, {})[pin.tool] = pin.pinned
+    finally:
+        store.close()
     return out
 
 
