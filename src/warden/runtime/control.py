@@ -20,11 +20,14 @@ from warden.runtime.budgets import Budgets
 from warden.runtime.inflight import Call, InFlight
 from warden.runtime.rings import UNTRUSTED, RingTable
 from warden.runtime.state import Kill, RingCeiling
+from warden.store._config import FleetConfig
+from warden.store.budgets import BudgetCounters, RedisBudgets
 from warden.store.runtime import RuntimeStore, open_runtime_store
 
 if TYPE_CHECKING:
     from warden.action import Action
     from warden.policy import Policy
+    from warden.policy.sections import BudgetSpec
 
 __all__ = ["DEMOTE_BELOW_TRUST", "Runtime"]
 
@@ -60,21 +63,24 @@ class Runtime:
         self._record = record
         self._clock = clock
         self.rings = RingTable(policy)
-        self.budgets = Budgets(policy.budgets if policy is not None else ())
+        self.budgets = _open_budgets(policy.budgets if policy is not None else ())
         self.state.on_kill(self._cancel_matching)
 
     def reload(self, policy: Policy) -> None:
-        """Take the new policy's rings and budgets (budget counters start again)."""
+        """Take the new policy's rings and budgets (embedded budget counters start again)."""
         self.rings = RingTable(policy)
-        self.budgets = Budgets(policy.budgets)
+        self.budgets = _open_budgets(policy.budgets)
 
     @property
-    def budgets(self) -> Budgets:
+    def budgets(self) -> BudgetCounters:
         """The policy's budgets and their counters (assignable, e.g. with another clock)."""
         return self._budgets
 
     @budgets.setter
-    def budgets(self, value: Budgets) -> None:
+    def budgets(self, value: BudgetCounters) -> None:
+        old = getattr(self, "_budgets", None)
+        if isinstance(old, RedisBudgets) and old is not value:
+            old.close()
         self._budgets = value
         self.has_budgets = bool(value)
 
@@ -196,6 +202,16 @@ class Runtime:
 
     def close(self) -> None:
         self.state.close()
+        if isinstance(self._budgets, RedisBudgets):
+            self._budgets.close()
+
+
+def _open_budgets(specs: tuple[BudgetSpec, ...]) -> BudgetCounters:
+    """In Redis, shared by the fleet, when ``WARDEN_REDIS_URL`` is set; else in this process."""
+    config = FleetConfig.from_env()
+    if config.redis_url is None or not specs:
+        return Budgets(specs)
+    return RedisBudgets(specs, config.redis_url, config.namespace)
 
 
 def _target(agent: str | None, session: str | None, all_: bool) -> tuple[str, str | None]:
