@@ -371,3 +371,23 @@ def test_the_gateway_starts_in_warn_mode_and_records_the_drift(tmp_path: Path) -
         drift = wait_for(lambda: records(home, "warden.bom_drift/v1"), what="the drift record")
     assert drift[0]["deployment"] == "support-bot"
     assert drift[0]["differences"][0].startswith("policy: sha256:")
+
+
+def test_warden_serve_refuses_to_start_when_the_policy_differs_from_its_bom(
+    site: Path, fixture_env: None
+) -> None:
+    from click.testing import CliRunner
+
+    from warden.cli.serve import serve
+
+    bom = sign(load(site), site / "bom.dsse.json")
+    (site / "policy.yaml").write_text(POLICY.replace("rules: []", "rules: []\n# edited"))
+    args = ["--policy", str(site / "policy.yaml"), "--home", str(site / "home"),
+            "--listen", "127.0.0.1:0", "--bom", str(bom), "--bom-trust", AUTHORITY.did]  # fmt: skip
+    refused = CliRunner().invoke(serve, args)
+    assert refused.exit_code == 1
+    assert "policy: sha256:" in refused.output
+    assert "differs from its signed BOM" in refused.output
+    assert not (site / "home" / "audit.db").exists()  # nothing started
+    untrusted = CliRunner().invoke(serve, [*args[:-1], STRANGER.did])
+    assert untrusted.exit_code == 1 and "trusted signer" in untrusted.output

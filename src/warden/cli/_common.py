@@ -11,7 +11,7 @@ from typing import Any, NoReturn
 import click
 
 from warden.action import Action
-from warden.errors import InvalidActionError
+from warden.errors import InvalidActionError, SupplyChainError, WardenError
 
 MAX_ACTION_BYTES = 8 << 20
 
@@ -88,3 +88,61 @@ def audit_event(home: str, record: dict[str, Any]) -> None:
             log.close()
     except (AuditError, OSError) as exc:
         fail(f"the change is in effect, but the audit log could not record it: {exc}")
+
+
+def bom_gate(path: str | None, trusted: tuple[str, ...], mode: str, policy: str) -> Any:
+    """The start-up gate of a served policy (a GatewayBom), or None without --bom; exits 1 if
+    refused (docs/supply-chain.md, "The start-up gate"): packages and the policy must match."""
+    if path is None:
+        if trusted:
+            fail("--bom-trust applies to a --bom")
+        return None
+    if not trusted and mode == "enforce":
+        fail("--bom needs --bom-trust DID: the signers whose BOMs are accepted")
+    import warnings
+
+    from warden.supply.gate import BomDriftWarning, enforce_gateway_bom
+
+    try:
+        with warnings.catch_warnings():  # the banner on stderr says it already
+            warnings.simplefilter("ignore", BomDriftWarning)
+            return enforce_gateway_bom(path, policy=policy, trusted=trusted, mode=mode)
+    except SupplyChainError as exc:
+        if exc.report != (str(exc),):  # the differences, then what they amount to
+            for line in exc.report:
+                click.echo(line, err=True)
+        fail(str(exc))
+    except WardenError as exc:
+        fail(str(exc))
+
+
+def bom_options(fn: Any) -> Any:
+    """``--bom``, ``--bom-trust`` and ``--bom-mode``: the start-up gate's options."""
+    for option in reversed(_BOM_OPTIONS):
+        fn = option(fn)
+    return fn
+
+
+_BOM_OPTIONS: Any = (
+    click.option(
+        "--bom",
+        "bom_path",
+        metavar="FILE",
+        default=None,
+        help="A signed BOM (warden bom sign): refuse to start if packages or the policy differ "
+        "(the MCP gateway also hides tools that differ from it).",
+    ),
+    click.option(
+        "--bom-trust",
+        multiple=True,
+        metavar="DID",
+        help="A signer whose BOMs are accepted (repeatable; needed with --bom).",
+    ),
+    click.option(
+        "--bom-mode",
+        type=click.Choice(("enforce", "warn")),
+        default="enforce",
+        show_default=True,
+        help="`warn`: start despite differences or a BOM that does not verify, and say so.",
+    ),
+)

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 import click
 
-from warden.cli._common import audit_event, console, fail, print_json, who
-from warden.errors import PolicyError, SupplyChainError, WardenError
+from warden.cli._common import audit_event, bom_gate, bom_options, console, fail, print_json, who
+from warden.errors import PolicyError, WardenError
 
 if TYPE_CHECKING:
     from warden.gateway._config import Upstream
@@ -128,27 +128,7 @@ def mcp() -> None:
 @click.option(
     "--no-pin", is_flag=True, help="Do not pin tool versions (default: the policy's `mcp.pin`)."
 )
-@click.option(
-    "--bom",
-    "bom_path",
-    metavar="FILE",
-    default=None,
-    help="A signed BOM (warden bom sign): refuse to start if packages or the policy differ; "
-    "hide tools that differ from it, refuse servers it does not name.",
-)
-@click.option(
-    "--bom-trust",
-    multiple=True,
-    metavar="DID",
-    help="A signer whose BOMs are accepted (repeatable; needed with --bom).",
-)
-@click.option(
-    "--bom-mode",
-    type=click.Choice(("enforce", "warn")),
-    default="enforce",
-    show_default=True,
-    help="`warn`: start despite differences or a BOM that does not verify, and say so.",
-)
+@bom_options
 @_upstream_options
 def proxy(
     policy_path: str,
@@ -179,7 +159,7 @@ def proxy(
     """
     upstreams = _upstreams(command, upstream, config, name)
     address = _listen(listen) if listen is not None else None
-    gate = _bom_gate(bom_path, bom_trust, bom_mode, policy_path)
+    gate = bom_gate(bom_path, bom_trust, bom_mode, policy_path)
     from warden.governor import Governor
 
     try:
@@ -248,31 +228,6 @@ def proxy(
         if found is None:
             raise
         fail(str(found))
-
-
-def _bom_gate(path: str | None, trusted: tuple[str, ...], mode: str, policy: str) -> Any:
-    """The gateway's start-up gate (a GatewayBom), or None without --bom; exits 1 if refused."""
-    if path is None:
-        if trusted:
-            fail("--bom-trust applies to a --bom")
-        return None
-    if not trusted and mode == "enforce":
-        fail("--bom needs --bom-trust DID: the signers whose BOMs are accepted")
-    import warnings
-
-    from warden.supply.gate import BomDriftWarning, enforce_gateway_bom
-
-    try:
-        with warnings.catch_warnings():  # the banner on stderr says it already
-            warnings.simplefilter("ignore", BomDriftWarning)
-            return enforce_gateway_bom(path, policy=policy, trusted=trusted, mode=mode)
-    except SupplyChainError as exc:
-        if exc.report != (str(exc),):  # the differences, then what they amount to
-            for line in exc.report:
-                click.echo(line, err=True)
-        fail(str(exc))
-    except WardenError as exc:
-        fail(str(exc))
 
 
 def _quiet_sdk_logs() -> None:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Final, cast
 
 import click
 
-from warden.cli._common import audit_event, console, fail, print_json, who
+from warden.cli._common import audit_event, bom_gate, bom_options, console, fail, print_json, who
 from warden.errors import ConfigurationError, PolicyError, WardenError
 
 if TYPE_CHECKING:
@@ -115,8 +115,17 @@ def _has_tokens(home: str) -> bool:
     help="Where to accept HTTP (port 0: any free port).",
 )
 @home_option
+@bom_options
 @click.pass_context
-def serve(ctx: click.Context, policy_path: str | None, listen: str, home: str) -> None:
+def serve(
+    ctx: click.Context,
+    policy_path: str | None,
+    listen: str,
+    home: str,
+    bom_path: str | None,
+    bom_trust: tuple[str, ...],
+    bom_mode: str,
+) -> None:
     """Serve decisions, approvals, the kill switch and the audit log over HTTP.
 
     \b
@@ -133,6 +142,7 @@ def serve(ctx: click.Context, policy_path: str | None, listen: str, home: str) -
     if policy_path is None:
         fail("--policy is required to serve (or use `warden serve token ...`)")
     host, port = _listen(listen)
+    gate = bom_gate(bom_path, bom_trust, bom_mode, policy_path)  # before anything starts
     from warden.governor import Governor
 
     try:
@@ -143,6 +153,13 @@ def serve(ctx: click.Context, policy_path: str | None, listen: str, home: str) -
         fail(f"policy `{policy_path}` did not load")
     except (WardenError, OSError) as exc:
         fail(f"cannot start: {exc}")
+    if gate is not None and gate.report and gov.audit is not None and bom_path is not None:
+        from warden.supply.gate import drift_record
+
+        try:
+            gov.audit.append(drift_record(gate.deployment, bom_path, gate.report))
+        except WardenError as exc:
+            fail(f"cannot record the BOM drift in the audit log: {exc}")
     _run(gov, home, host, port)
 
 
