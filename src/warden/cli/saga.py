@@ -12,8 +12,9 @@ from pathlib import Path
 import click
 
 from warden.cli._common import console, fail, print_json
-from warden.errors import SagaError
-from warden.runtime.saga import SAGA_STATES, SagaRecord, SagaStore
+from warden.errors import ConfigurationError, SagaError
+from warden.runtime.saga import SAGA_STATES, SagaRecord, SagaStore, open_saga_store
+from warden.store import FleetConfig
 
 _HOME_HELP = "The warden state directory (default: .warden, or $WARDEN_HOME)."
 
@@ -24,12 +25,13 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON."
 
 
 def _store(home: str) -> SagaStore:
-    path = Path(home) / "sagas.db"
-    if not path.exists():
-        fail(f"`{path}`: no saga log (has a program with this home run a saga?)")
     try:
-        return SagaStore(path, recover=False)
-    except SagaError as exc:
+        config = FleetConfig.from_env()
+        path = Path(home) / "sagas.db"
+        if config.database_url is None and not path.exists():
+            fail(f"`{path}`: no saga log (has a program with this home run a saga?)")
+        return open_saga_store(home, config, recover=False)
+    except (SagaError, ConfigurationError) as exc:
         fail(str(exc))
 
 

@@ -78,7 +78,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from time import perf_counter_ns
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Literal, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, Protocol, cast, runtime_checkable
 
 import msgspec
 import rfc8785
@@ -98,17 +98,20 @@ from warden.runtime.inflight import InFlight
 
 if TYPE_CHECKING:
     from warden.governor import Governor
+    from warden.store import FleetConfig
 
 __all__ = [
     "DEFAULT_LEASE",
     "SAGA_STATES",
     "STEP_STATES",
     "Saga",
+    "SagaBackend",
     "SagaEvent",
     "SagaRecord",
     "SagaStore",
     "StepRecord",
     "default_saga_path",
+    "open_saga_store",
 ]
 
 SagaState = Literal["running", "completed", "compensating", "compensated", "failed"]
@@ -320,6 +323,63 @@ class SagaRecord:
         }
 
 
+class _Conn(Protocol):
+    """What the engine uses of a connection inside a transaction (``?`` placeholders)."""
+
+    def execute(self, sql: str, parameters: Any = ..., /) -> Any: ...
+
+
+@runtime_checkable
+class SagaBackend(Protocol):
+    """What applications and ``warden saga`` use of a saga store.
+
+    ``SagaStore`` (SQLite, embedded) and ``warden.store.sagas.PostgresSagaStore``
+    (fleet: shared by every replica) implement it with the same semantics and
+    pass the same tests. A store that cannot be written raises SagaError.
+    """
+
+    def begin(self, name: str, *, key: str | None = None) -> Saga: ...
+
+    def get(self, saga_id: str) -> SagaRecord: ...
+
+    def list(self, state: str | None = None, limit: int = 200) -> builtins.list[SagaRecord]: ...
+
+    def recover(self) -> builtins.list[str]: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> SagaBackend: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+def open_saga_store(
+    home: str | os.PathLike[str],
+    config: FleetConfig | None = None,
+    **kwargs: Any,
+) -> SagaStore:
+    """The saga store the environment names: PostgreSQL or ``home/sagas.db``.
+
+    PostgreSQL when ``WARDEN_DATABASE_URL`` is set (namespace from
+    ``WARDEN_FLEET_NAMESPACE``); ``config`` defaults to ``FleetConfig.from_env()``.
+    ``kwargs`` go to the store (``actions``, ``governor``, ``recover``, ...).
+    """
+    if config is None:
+        from warden.store import FleetConfig
+
+        config = FleetConfig.from_env()
+    if config.database_url is not None:
+        from warden.store.sagas import PostgresSagaStore
+
+        return PostgresSagaStore(config.database_url, config.namespace, **kwargs)
+    return SagaStore(Path(home) / "sagas.db", **kwargs)
+
+
 class SagaStore(Closing):
     """The saga log in a SQLite file, and the registry of named steps and compensations.
 
@@ -329,6 +389,10 @@ class SagaStore(Closing):
     does); a saga whose compensations are not all in ``actions`` is left for
     a process that has them. Thread-safe; one Saga is driven by one thread.
     """
+
+    # row locks a shared database needs (PostgreSQL); SQLite's BEGIN IMMEDIATE locks the file
+    _row_lock: ClassVar[str] = ""
+    _claim_lock: ClassVar[str] = ""
 
     def __init__(
         self,
@@ -369,11 +433,11 @@ class SagaStore(Closing):
         self._stop = threading.Event()
         self._beat: threading.Thread | None = None
         self._closed = False
-        self._db = self._open()
+        self._db: Any = self._open()
         if recover:
             self.recover()
 
-    def _open(self) -> sqlite3.Connection:
+    def _open(self) -> Any:
         return open_store(self.path, _SCHEMA, SCHEMA_VERSION, "saga log", SagaError)
 
     def __repr__(self) -> str:
@@ -414,7 +478,7 @@ class SagaStore(Closing):
             with self._tx() as db:
                 if key is not None:
                     row = db.execute(
-                        f"SELECT {_SAGA_COLUMNS} FROM sagas WHERE key = ?", (key,)
+                        f"SELECT {_SAGA_COLUMNS} FROM sagas WHERE key = ?{self._row_lock}", (key,)
                     ).fetchone()
                     if row is not None:
                         old_id, old_name, state = row[0], row[1], row[3]
@@ -541,7 +605,7 @@ class SagaStore(Closing):
         """Take over an abandoned saga's lease; whether it was taken, and the saga's agent."""
         with self._tx() as db:
             row = db.execute(
-                f"SELECT {_SAGA_COLUMNS} FROM sagas WHERE id = ?", (saga_id,)
+                f"SELECT {_SAGA_COLUMNS} FROM sagas WHERE id = ?{self._claim_lock}", (saga_id,)
             ).fetchone()
             if row is None or row[3] not in ("running", "compensating"):
                 return False, {}
@@ -611,7 +675,7 @@ class SagaStore(Closing):
     ) -> None:
         """Insert the step as ``started``, or straight as ``error`` when it was ``refused``."""
 
-        def apply(db: sqlite3.Connection, now: float) -> None:
+        def apply(db: _Conn, now: float) -> None:
             db.execute(
                 f"INSERT INTO steps ({_STEP_COLUMNS}) VALUES "
                 "(?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, 0, ?, ?, NULL)",
@@ -639,7 +703,7 @@ class SagaStore(Closing):
         """``started`` -> ``done`` (with its result) or ``error``."""
         to = "done" if error is None else "error"
 
-        def apply(db: sqlite3.Connection, now: float) -> None:
+        def apply(db: _Conn, now: float) -> None:
             _move(
                 db, saga_id, index, ("started",), to, now, "finished_at", result=result, error=error
             )
@@ -649,7 +713,7 @@ class SagaStore(Closing):
     def _note_step(self, saga_id: str, token: str, index: int, note: str) -> None:
         """Say why a step stays ``started`` (killed, interrupted); not a transition."""
 
-        def apply(db: sqlite3.Connection, now: float) -> None:
+        def apply(db: _Conn, now: float) -> None:
             db.execute(
                 "UPDATE steps SET error = ? WHERE saga_id = ? AND idx = ? AND state = 'started'",
                 (note, saga_id, index),
@@ -658,7 +722,7 @@ class SagaStore(Closing):
         self._held_write(saga_id, token, apply)
 
     def _complete(self, saga_id: str, token: str) -> None:
-        def apply(db: sqlite3.Connection, now: float) -> None:
+        def apply(db: _Conn, now: float) -> None:
             _move_saga(db, saga_id, ("running",), "completed", now, None)
 
         self._held_write(saga_id, token, apply)
@@ -667,7 +731,7 @@ class SagaStore(Closing):
         """``running`` -> ``compensating``, then compensate; the state it ends in."""
         agent: Mapping[str, Any] = {}
 
-        def apply(db: sqlite3.Connection, now: float) -> None:
+        def apply(db: _Conn, now: float) -> None:
             nonlocal agent
             _move_saga(db, saga_id, ("running",), "compensating", now, reason)
             db.execute("UPDATE sagas SET error = ? WHERE id = ?", (_clip(reason), saga_id))
@@ -695,7 +759,7 @@ class SagaStore(Closing):
             failure = self._undo(saga_id, token, step, agent)
             if failure is not None:
 
-                def failed(db: sqlite3.Connection, now: float, why: str = failure) -> None:
+                def failed(db: _Conn, now: float, why: str = failure) -> None:
                     _move_saga(db, saga_id, ("compensating",), "failed", now, why)
                     db.execute(
                         "UPDATE sagas SET compensation_error = ? WHERE id = ?", (why, saga_id)
@@ -705,7 +769,7 @@ class SagaStore(Closing):
                 self._held_write(saga_id, token, failed)
                 return "failed"
 
-        def done(db: sqlite3.Connection, now: float) -> None:
+        def done(db: _Conn, now: float) -> None:
             _move_saga(db, saga_id, ("compensating",), "compensated", now, None)
             _clear_holder(db, saga_id)
 
@@ -751,7 +815,7 @@ class SagaStore(Closing):
                         action, decision, "error", perf_counter_ns() - started, error=exc
                     )
 
-                def attempt_failed(db: sqlite3.Connection, now: float, why: str = last) -> None:
+                def attempt_failed(db: _Conn, now: float, why: str = last) -> None:
                     db.execute(
                         "UPDATE steps SET attempts = attempts + 1, error = ? "
                         "WHERE saga_id = ? AND idx = ? AND state = 'compensating'",
@@ -767,7 +831,7 @@ class SagaStore(Closing):
                     action, decision, "ok", perf_counter_ns() - started, result
                 )
 
-            def undone(db: sqlite3.Connection, now: float) -> None:
+            def undone(db: _Conn, now: float) -> None:
                 _move(
                     db,
                     saga_id,
@@ -834,7 +898,7 @@ class SagaStore(Closing):
     # -- SQLite -------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def _tx(self) -> Iterator[_Conn]:
         if self._closed:
             raise SagaError(f"{self.path}: the saga log is closed")
         try:
@@ -844,7 +908,7 @@ class SagaStore(Closing):
             raise SagaError(f"{self.path}: cannot write the saga log: {exc}") from None
 
     @contextlib.contextmanager
-    def _reading(self) -> Iterator[sqlite3.Connection]:
+    def _reading(self) -> Iterator[_Conn]:
         with self._lock:
             if self._closed:
                 raise SagaError(f"{self.path}: the saga log is closed")
@@ -853,12 +917,12 @@ class SagaStore(Closing):
             except sqlite3.Error as exc:
                 raise SagaError(f"{self.path}: cannot read the saga log: {exc}") from None
 
-    def _held_write(
-        self, saga_id: str, token: str, apply: Callable[[sqlite3.Connection, float], None]
-    ) -> None:
+    def _held_write(self, saga_id: str, token: str, apply: Callable[[_Conn, float], None]) -> None:
         """Run ``apply`` in one transaction if this holder still has the lease; renew it."""
         with self._tx() as db:
-            row = db.execute("SELECT holder_token FROM sagas WHERE id = ?", (saga_id,)).fetchone()
+            row = db.execute(
+                f"SELECT holder_token FROM sagas WHERE id = ?{self._row_lock}", (saga_id,)
+            ).fetchone()
             if row is None or row[0] != token:
                 raise SagaError(
                     f"saga `{saga_id}` is no longer held by this process "
@@ -871,7 +935,7 @@ class SagaStore(Closing):
             )
 
     @staticmethod
-    def _step_rows(db: sqlite3.Connection, saga_id: str) -> builtins.list[tuple[Any, ...]]:
+    def _step_rows(db: _Conn, saga_id: str) -> builtins.list[tuple[Any, ...]]:
         rows: builtins.list[tuple[Any, ...]] = db.execute(
             f"SELECT {_STEP_COLUMNS} FROM steps WHERE saga_id = ? ORDER BY idx", (saga_id,)
         ).fetchall()
@@ -1142,17 +1206,17 @@ def _holder(token: str) -> tuple[str, int, str | None, str]:
     return (_node_id(), pid, stat[1] if stat else None, token)
 
 
-def _unfinished(saga_id: str, step: StepRecord, db: sqlite3.Connection, now: float) -> None:
+def _unfinished(saga_id: str, step: StepRecord, db: _Conn, now: float) -> None:
     """A ``started`` step with no compensation: nothing to undo, so it ends as ``error``."""
     why = "it did not finish (crash, kill or interrupt) and has no compensation"
     _move(db, saga_id, step.index, ("started",), "error", now, "finished_at", error=why)
 
 
-def _undoing(saga_id: str, step: StepRecord, db: sqlite3.Connection, now: float) -> None:
+def _undoing(saga_id: str, step: StepRecord, db: _Conn, now: float) -> None:
     _move(db, saga_id, step.index, (step.state,), "compensating", now)
 
 
-def _clear_holder(db: sqlite3.Connection, saga_id: str) -> None:
+def _clear_holder(db: _Conn, saga_id: str) -> None:
     db.execute(
         "UPDATE sagas SET holder_node = NULL, holder_pid = NULL, holder_start = NULL, "
         "holder_token = NULL WHERE id = ?",
@@ -1161,7 +1225,7 @@ def _clear_holder(db: sqlite3.Connection, saga_id: str) -> None:
 
 
 def _move(
-    db: sqlite3.Connection,
+    db: _Conn,
     saga_id: str,
     index: int,
     from_states: tuple[str, ...],
@@ -1200,7 +1264,7 @@ def _move(
 
 
 def _move_saga(
-    db: sqlite3.Connection,
+    db: _Conn,
     saga_id: str,
     from_states: tuple[str, ...],
     to: str,
@@ -1220,7 +1284,7 @@ def _move_saga(
 
 
 def _event(
-    db: sqlite3.Connection,
+    db: _Conn,
     saga_id: str,
     step: int | None,
     state: str,
