@@ -280,7 +280,15 @@ def _when(ts: float) -> str:
 
 
 def _open_trust(home: str, *, must_exist: bool) -> Any:
+    from warden.store import FleetConfig
+    from warden.trust import open_trust_store
+
     path = Path(home) / "trust.db"
+    if FleetConfig.from_env().database_url is not None:
+        try:
+            return open_trust_store(home)
+        except TrustError as exc:
+            fail(str(exc))
     if not path.exists():
         if must_exist:
             fail(f"`{path}`: no trust store (nothing has been recorded yet)")
@@ -360,12 +368,12 @@ def trust_event(
     passphrase_env: str | None,
 ) -> None:
     """Record a signed trust event about DID, signed by key --key."""
-    from warden.trust import TrustStore, sign_event
+    from warden.trust import open_trust_store, sign_event
 
     _check_did(did)
     ident = load_identity(home, key_name, passphrase_env)
     try:
-        with TrustStore(Path(home) / "trust.db") as store:
+        with open_trust_store(home) as store:
             snap = store.record(sign_event(ident, did, kind, weight, note=note))
     except (TrustError, IdentityError) as exc:
         fail(str(exc))
@@ -381,13 +389,13 @@ def trust_event(
 @home_option
 def trust_revoke(did: str | None, jti: str | None, reason: str, by: str | None, home: str) -> None:
     """Revoke agent DID (or credential --jti): its sessions and chains stop verifying."""
-    from warden.trust import TrustStore
+    from warden.trust import open_trust_store
 
     if (did is None) == (jti is None):
         fail("give exactly one of DID or --jti")
     who = by or os.environ.get("USER") or "operator"
     try:
-        with TrustStore(Path(home) / "trust.db") as store:
+        with open_trust_store(home) as store:
             if jti is not None:
                 store.revoke_credential(jti, reason, by=who)
                 click.echo(f"credential {jti} revoked")
@@ -406,11 +414,11 @@ def trust_revoke(did: str | None, jti: str | None, reason: str, by: str | None, 
 @home_option
 def trust_restore(did: str, by: str | None, home: str) -> None:
     """Lift a revocation of DID; its score restarts at the baseline."""
-    from warden.trust import TrustStore
+    from warden.trust import open_trust_store
 
     _check_did(did)
     try:
-        with TrustStore(Path(home) / "trust.db") as store:
+        with open_trust_store(home) as store:
             snap = store.restore(did, by=by or os.environ.get("USER") or "operator")
     except TrustError as exc:
         fail(str(exc))

@@ -25,7 +25,7 @@ from warden.identity.keys import Identity, KeyStore
 
 if TYPE_CHECKING:
     from warden.identity.handshake import SecureSession
-    from warden.trust import TrustStore
+    from warden.trust import TrustBackend, TrustStore
 
 __all__ = ["IdentityConfig", "IdentityGate", "VerifiedAgent"]
 
@@ -89,9 +89,9 @@ class IdentityGate:
         self._home = Path(home)
         self._clock = clock
         if config.trust is None:
-            from warden.trust import TrustStore
+            from warden.trust import open_trust_store
 
-            self.trust = TrustStore(self._home / "trust.db", clock=clock)
+            self.trust: TrustBackend = open_trust_store(self._home, clock=clock)
         else:
             self.trust = config.trust
         try:

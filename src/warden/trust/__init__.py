@@ -8,9 +8,11 @@ from warden.trust._store import (
     DEFAULT_BASELINE,
     AgentTrust,
     RevokedCredential,
+    TrustBackend,
     TrustRecord,
     TrustStore,
     default_trust_path,
+    open_trust_store,
 )
 
 __all__ = [
@@ -18,10 +20,12 @@ __all__ = [
     "TIERS",
     "AgentTrust",
     "RevokedCredential",
+    "TrustBackend",
     "TrustEvent",
     "TrustRecord",
     "TrustStore",
     "default_trust_path",
+    "open_trust_store",
     "sign_event",
     "tier_of",
     "verify_event",

@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol, Self, runtime_checkable
 
 import msgspec
 
@@ -43,14 +43,19 @@ from warden.errors import TrustError
 from warden.identity.did import is_did
 from warden.trust._events import _TIER_BY_SCORE, MAX_NOTE, MAX_SCORE, TrustEvent, verify_event
 
+if TYPE_CHECKING:
+    from warden.store import FleetConfig
+
 __all__ = [
     "DEFAULT_BASELINE",
     "SCHEMA_VERSION",
     "AgentTrust",
     "RevokedCredential",
+    "TrustBackend",
     "TrustRecord",
     "TrustStore",
     "default_trust_path",
+    "open_trust_store",
 ]
 
 SCHEMA_VERSION: Final = 1
@@ -143,6 +148,72 @@ class RevokedCredential:
     reason: str
     by: str
     at: float
+
+
+@runtime_checkable
+class TrustBackend(Protocol):
+    """What the identity gate and ``warden trust`` use of a trust store.
+
+    ``TrustStore`` (SQLite, embedded) and ``warden.store.trust.PostgresTrustStore``
+    (fleet) implement it and pass the same tests. The reads above ``agents``
+    are the decision path: in memory, no round trip.
+    """
+
+    def snapshot(self, did: str) -> AgentTrust: ...
+
+    def score(self, did: str) -> int: ...
+
+    def tier(self, did: str) -> str: ...
+
+    def is_revoked(self, did: str) -> bool: ...
+
+    def is_credential_revoked(self, jti: str) -> bool: ...
+
+    @property
+    def version(self) -> int: ...
+
+    def agents(self) -> list[AgentTrust]: ...
+
+    def events(self, did: str, limit: int = 50) -> list[TrustRecord]: ...
+
+    def revoked_credentials(self) -> list[RevokedCredential]: ...
+
+    def record(self, event: TrustEvent) -> AgentTrust: ...
+
+    def revoke(self, did: str, reason: str, *, by: str = "operator") -> AgentTrust: ...
+
+    def restore(self, did: str, *, by: str = "operator") -> AgentTrust: ...
+
+    def revoke_credential(self, jti: str, reason: str, *, by: str = "operator") -> None: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+def open_trust_store(
+    home: str | os.PathLike[str],
+    config: FleetConfig | None = None,
+    **kwargs: Any,
+) -> TrustBackend:
+    """The trust store the environment names: PostgreSQL or ``home/trust.db``.
+
+    PostgreSQL when ``WARDEN_DATABASE_URL`` is set (namespace from
+    ``WARDEN_FLEET_NAMESPACE``). ``config`` defaults to ``FleetConfig.from_env()``;
+    a malformed URL is a ConfigurationError, never a fallback to the embedded
+    store. ``kwargs`` go to the store (``clock``, ``baseline``, ...).
+    """
+    if config is None:
+        from warden.store import FleetConfig
+
+        config = FleetConfig.from_env()
+    if config.database_url is not None:
+        from warden.store.trust import PostgresTrustStore
+
+        return PostgresTrustStore(config.database_url, config.namespace, **kwargs)
+    return TrustStore(Path(home) / "trust.db", **kwargs)
 
 
 class TrustStore(Closing):
