@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from warden.sre.breakers import Breakers
     from warden.sre.cascade import Cascades
     from warden.sre.slo import SLOs
+    from warden.store.breakers import RedisBreakers
 
 __all__ = ["SRE"]
 
@@ -61,14 +62,28 @@ class SRE:
 
     def _build(self, policy: Policy | None) -> None:
         spec = policy.sre if policy is not None else None
-        self.breakers: Breakers | None = None
+        self.breakers: Breakers | RedisBreakers | None = None
         self.slos: SLOs | None = None
         self.anomalies: Anomalies | None = None
         self.cascades: Cascades | None = None
         if spec is not None and (spec.breakers or spec.cascade is not None):
             from warden.sre.breakers import Breakers
+            from warden.store._config import FleetConfig
 
-            self.breakers = Breakers(spec.breakers, wall=self._clock)
+            config = FleetConfig.from_env()
+            if config.redis_url is not None:  # shared by the fleet (docs/fleet.md)
+                from warden.store.breakers import RedisBreakers
+
+                self.breakers = RedisBreakers(
+                    spec.breakers,
+                    config.redis_url,
+                    config.namespace,
+                    clock=self._clock,
+                    wall=self._clock,
+                    implicit={CASCADE_BREAKER: CASCADE_OPEN_FOR} if spec.cascade else None,
+                )
+            else:
+                self.breakers = Breakers(spec.breakers, wall=self._clock)
         if spec is not None and spec.slos:
             from warden.sre.slo import SLOs
 
