@@ -334,3 +334,40 @@ def _write_atomically(path: Path, data: bytes) -> None:
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+
+
+@policy.command(name="publish")
+@click.argument("policy_file", metavar="FILE", type=click.Path(dir_okay=False))
+@click.option("--by", default=None, help="Who publishes it (recorded; default: $USER).")
+@trust_option
+def publish_(policy_file: str, by: str | None, trust: tuple[str, ...]) -> None:
+    """Publish FILE (a policy or a signed bundle) to every replica of the fleet.
+
+    It is loaded first, and refused (exit 1, with its diagnostics) if it does
+    not load. Needs WARDEN_REDIS_URL (and WARDEN_FLEET_NAMESPACE, if not `warden`).
+    """
+    from warden.cli._common import who
+    from warden.errors import ConfigurationError, RuntimeStateError
+    from warden.store import FleetConfig
+    from warden.store.policy import publish_policy
+
+    try:
+        config = FleetConfig.from_env()
+    except ConfigurationError as exc:
+        fail(str(exc))
+    if config.redis_url is None:
+        fail("publishing a policy needs the fleet's Redis: set WARDEN_REDIS_URL")
+    try:
+        data = Path(policy_file).read_bytes()
+    except OSError as exc:
+        fail(f"`{policy_file}`: cannot read: {(exc.strerror or str(exc)).lower()}")
+    compiled = _load(policy_file, trust)
+    with contextlib.suppress(OSError):
+        if Path(policy_file).read_bytes() != data:
+            fail(f"`{policy_file}` changed while it was checked: not published")
+    actor = who(by)
+    try:
+        publish_policy(config.redis_url, config.namespace, data, compiled.hash, actor)
+    except (ConfigurationError, RuntimeStateError) as exc:
+        fail(str(exc))
+    click.echo(f"published `{policy_file}` ({compiled.hash}) to namespace `{config.namespace}`")

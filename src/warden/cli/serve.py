@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from warden.governor import Governor
     from warden.server import Token, TokenStore
     from warden.server._tokens import TokenBackend
+    from warden.store.policy import PolicyFollower
 
 _HOME_HELP = "The warden state directory (default: .warden, or $WARDEN_HOME)."
 _LISTEN: Final = re.compile(
@@ -160,10 +161,27 @@ def serve(
             gov.audit.append(drift_record(gate.deployment, bom_path, gate.report))
         except WardenError as exc:
             fail(f"cannot record the BOM drift in the audit log: {exc}")
-    _run(gov, home, host, port)
+    follower = _follow_policy(gov)
+    _run(gov, home, host, port, follower)
 
 
-def _run(gov: Governor, home: str, host: str, port: int) -> None:
+def _follow_policy(gov: Governor) -> PolicyFollower | None:
+    """With WARDEN_REDIS_URL, a follower keeping ``gov`` on the fleet's published policy."""
+    from warden.store import FleetConfig
+    from warden.store.policy import PolicyFollower
+
+    try:
+        config = FleetConfig.from_env()
+        if config.redis_url is None:
+            return None
+        return PolicyFollower(gov, config.redis_url, config.namespace)
+    except ConfigurationError as exc:
+        fail(str(exc))
+
+
+def _run(
+    gov: Governor, home: str, host: str, port: int, follower: PolicyFollower | None = None
+) -> None:
     import anyio
     import uvicorn
 
@@ -223,6 +241,8 @@ def _run(gov: Governor, home: str, host: str, port: int) -> None:
         anyio.run(main)
     finally:
         sock.close()
+        if follower is not None:
+            follower.close()
         if gov.audit is not None:
             gov.audit.close()
         gov.runtime.close()
