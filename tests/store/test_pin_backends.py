@@ -105,8 +105,15 @@ class Backend:
 
     def drop(self) -> None:
         if self.kind == "postgres":
+            # every table of the namespace: the gateway tests' Governors log there too
             with psycopg.connect(DATABASE_URL, autocommit=True) as db:
-                db.execute(f"DROP TABLE IF EXISTS {self.namespace}_pins")
+                rows = db.execute(
+                    "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+                    "AND starts_with(tablename, %s)",
+                    (self.namespace + "_",),
+                ).fetchall()
+                for (table,) in rows:
+                    db.execute(f'DROP TABLE IF EXISTS "{table}"')
 
 
 def _new_backend(kind: str, home: Path) -> Backend:
