@@ -295,58 +295,27 @@ class ApprovalStore:
                 (digest,),
             ).fetchone()
             req = _row(row) if row else None
-            if req is not None and req.status == "denied" and now < req.expires_at:
-                return "denied", req
-            if req is not None and req.status != "denied":
-                if now >= req.expires_at:
-                    db.execute("UPDATE approvals SET status = 'expired' WHERE id = ?", (req.id,))
-                    return "expired", replace(req, status="expired")
-                if req.status == "approved":
+            step = gate_step(req, now)
+            if req is not None:
+                if step == "denied":
+                    return "denied", req
+                if step == "pending":
+                    return "pending", req
+                if step == "consume":
                     db.execute(
                         "UPDATE approvals SET status = 'consumed', used_at = ? WHERE id = ?",
                         (now, req.id),
                     )
                     return "approved", replace(req, status="consumed", used_at=now)
-                return "pending", req
-            if req is not None:  # a denial that has run out: close it, then ask again
+                # run out: an open request (the attempt answers `expired`), or a denial
                 db.execute("UPDATE approvals SET status = 'expired' WHERE id = ?", (req.id,))
-            new = ApprovalRequest(
-                id="apr-" + secrets.token_hex(6),
-                digest=digest,
-                action=action.to_dict() | {"context": {}},
-                agent_id=_agent_id(action),
-                session=action.session,
-                rules=rules,
-                reasons=reasons,
-                policy_hash=policy_hash,
-                status="pending",
-                created_at=now,
-                expires_at=now + self.ttl,
-                decided_by=None,
-                decided_at=None,
-                note=None,
-                used_at=None,
-            )
+                if step == "expire":
+                    return "expired", replace(req, status="expired")
+            new = new_request(action, digest, rules, reasons, policy_hash, now, self.ttl)
             db.execute(
                 f"INSERT INTO approvals ({_COLUMNS}) VALUES "
                 "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    new.id,
-                    new.digest,
-                    json.dumps(new.action, sort_keys=True, default=str),
-                    new.agent_id,
-                    new.session,
-                    json.dumps(list(rules)),
-                    json.dumps(list(reasons)),
-                    policy_hash,
-                    "pending",
-                    now,
-                    new.expires_at,
-                    None,
-                    None,
-                    None,
-                    None,
-                ),
+                row_values(new),
             )
             return "pending", new
 
@@ -440,6 +409,77 @@ class ApprovalStore:
                 "WHERE status IN ('pending', 'approved') AND expires_at <= ?",
                 (self.clock(),),
             )
+
+
+GateStep = Literal["denied", "pending", "expire", "consume", "ask"]
+
+
+def gate_step(req: ApprovalRequest | None, now: float) -> GateStep:
+    """What the approval gate does with the latest open request for an action.
+
+    Every approval store follows it: ``denied`` while a denial stands;
+    ``expire`` an open request that ran out (the attempt answers ``expired``);
+    ``consume`` an unexpired approval (the attempt is allowed, once);
+    ``pending`` while waiting; ``ask`` (a new request, after closing a denial
+    that has run out) when there is none.
+    """
+    if req is None:
+        return "ask"
+    if req.status == "denied":
+        return "denied" if now < req.expires_at else "ask"
+    if now >= req.expires_at:
+        return "expire"
+    return "consume" if req.status == "approved" else "pending"
+
+
+def new_request(
+    action: Action,
+    digest: str,
+    rules: tuple[str, ...],
+    reasons: tuple[str, ...],
+    policy_hash: str,
+    now: float,
+    ttl: float,
+) -> ApprovalRequest:
+    """A fresh pending request for ``action`` (every store creates them the same way)."""
+    return ApprovalRequest(
+        id="apr-" + secrets.token_hex(6),
+        digest=digest,
+        action=action.to_dict() | {"context": {}},
+        agent_id=_agent_id(action),
+        session=action.session,
+        rules=rules,
+        reasons=reasons,
+        policy_hash=policy_hash,
+        status="pending",
+        created_at=now,
+        expires_at=now + ttl,
+        decided_by=None,
+        decided_at=None,
+        note=None,
+        used_at=None,
+    )
+
+
+def row_values(req: ApprovalRequest) -> tuple[Any, ...]:
+    """``req`` as the values of a row, in the order of ``_COLUMNS`` (what ``_row`` reads)."""
+    return (
+        req.id,
+        req.digest,
+        json.dumps(req.action, sort_keys=True, default=str),
+        req.agent_id,
+        req.session,
+        json.dumps(list(req.rules)),
+        json.dumps(list(req.reasons)),
+        req.policy_hash,
+        req.status,
+        req.created_at,
+        req.expires_at,
+        req.decided_by,
+        req.decided_at,
+        req.note,
+        req.used_at,
+    )
 
 
 def _agent_id(action: Action) -> str | None:

@@ -25,8 +25,6 @@ any replica is seen within a poll.
 from __future__ import annotations
 
 import asyncio
-import json
-import secrets
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -39,8 +37,10 @@ from warden.approvals import (
     ApprovalRequest,
     GateResult,
     Status,
-    _agent_id,
     _row,
+    gate_step,
+    new_request,
+    row_values,
 )
 from warden.errors import (
     ApprovalNotFound,
@@ -116,13 +116,13 @@ class PostgresApprovalStore:
                 (digest,),
             ).fetchone()
             req = _row(row) if row else None
-            if req is not None and req.status == "denied" and now < req.expires_at:
-                return "denied", req
-            if req is not None and req.status != "denied":
-                if now >= req.expires_at:
-                    self._set_expired(conn, req.id)
-                    return "expired", replace(req, status="expired")
-                if req.status == "approved":
+            step = gate_step(req, now)
+            if req is not None:
+                if step == "denied":
+                    return "denied", req
+                if step == "pending":
+                    return "pending", req
+                if step == "consume":
                     conn.execute(
                         self._q(
                             "UPDATE {approvals} SET status = 'consumed', used_at = %s WHERE id = %s"
@@ -130,44 +130,17 @@ class PostgresApprovalStore:
                         (now, req.id),
                     )
                     return "approved", replace(req, status="consumed", used_at=now)
-                return "pending", req
-            if req is not None:  # a denial that has run out: close it, then ask again
+                # run out: an open request (the attempt answers `expired`), or a denial
                 self._set_expired(conn, req.id)
-            new = ApprovalRequest(
-                id="apr-" + secrets.token_hex(6),
-                digest=digest,
-                action=action.to_dict() | {"context": {}},
-                agent_id=_agent_id(action),
-                session=action.session,
-                rules=rules,
-                reasons=reasons,
-                policy_hash=policy_hash,
-                status="pending",
-                created_at=now,
-                expires_at=now + self.ttl,
-                decided_by=None,
-                decided_at=None,
-                note=None,
-                used_at=None,
-            )
+                if step == "expire":
+                    return "expired", replace(req, status="expired")
+            new = new_request(action, digest, rules, reasons, policy_hash, now, self.ttl)
             conn.execute(
                 self._q(
                     f"INSERT INTO {{approvals}} ({_COLUMNS}) VALUES "
-                    "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, NULL, NULL, NULL, NULL)"
+                    "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
                 ),
-                (
-                    new.id,
-                    digest,
-                    json.dumps(new.action, sort_keys=True, default=str),
-                    new.agent_id,
-                    new.session,
-                    json.dumps(list(rules)),
-                    json.dumps(list(reasons)),
-                    policy_hash,
-                    "pending",
-                    now,
-                    new.expires_at,
-                ),
+                row_values(new),
             )
             return "pending", new
 
