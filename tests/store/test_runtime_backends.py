@@ -30,7 +30,7 @@ from warden import Action, Governor, load_policy_text
 from warden.errors import ActionKilled, ConfigurationError, RuntimeStateError
 from warden.runtime.state import MAX_TEXT, Kill, RuntimeState
 from warden.store import FleetConfig, RedisRuntimeState, RuntimeStore, open_runtime_store
-from warden.store.runtime import redact
+from warden.store._redis import redact
 
 REDIS_URL = os.environ.get("WARDEN_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 T = TypeVar("T")

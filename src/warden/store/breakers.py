@@ -42,7 +42,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from warden._re import ByTool
-from warden.errors import ConfigurationError, RuntimeStateError
+from warden.errors import RuntimeStateError
 from warden.policy.sections import BreakerSpec
 from warden.sre.breakers import (
     IMPLICIT_OPEN_FOR,
@@ -52,7 +52,7 @@ from warden.sre.breakers import (
     _open_text,
     breaker_key,
 )
-from warden.store.runtime import redact
+from warden.store._redis import connect, redact
 
 if TYPE_CHECKING:
     import redis
@@ -229,14 +229,10 @@ class RedisBreakers:
         timeout: float = 1.0,
         implicit: Mapping[str, float] | None = None,
     ) -> None:
-        try:
-            import redis
-            from redis.backoff import NoBackoff
-            from redis.retry import Retry
-        except ImportError:
-            raise ConfigurationError(
-                "Redis breakers need the `redis` package: pip install 'warden[fleet]'"
-            ) from None
+        # One immediate retry on a fresh connection: a pooled one may have died idle.
+        self._client: redis.Redis = connect(url, timeout, 1, "the Redis breaker store")
+        import redis  # installed: connect() said so otherwise
+
         del max_keys
         self.path = redact(url)
         self.namespace = namespace
@@ -246,17 +242,6 @@ class RedisBreakers:
         self._clock = clock
         self._wall = wall
         self._errors: tuple[type[Exception], ...] = (redis.RedisError, OSError)
-        try:
-            self._client: redis.Redis = redis.Redis.from_url(
-                url,
-                decode_responses=True,
-                socket_timeout=timeout,
-                socket_connect_timeout=timeout,
-                socket_keepalive=True,
-                retry=Retry(NoBackoff(), 1, (redis.ConnectionError,)),
-            )
-        except ValueError as exc:
-            raise ConfigurationError(f"the Redis URL `{self.path}` is wrong: {exc}") from None
         self._count_s = self._client.register_script(_COUNT)
         self._trial_s = self._client.register_script(_TRIAL)
         self._settle_s = self._client.register_script(_SETTLE)

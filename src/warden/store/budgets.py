@@ -44,9 +44,9 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from warden._re import ByTool, compile_glob
-from warden.errors import ConfigurationError, RuntimeStateError
+from warden.errors import RuntimeStateError
 from warden.runtime.budgets import _Budget, _where
-from warden.store.runtime import redact
+from warden.store._redis import connect, redact
 
 if TYPE_CHECKING:
     import redis
@@ -121,14 +121,10 @@ class RedisBudgets:
         clock: Callable[[], float] | None = None,
         timeout: float = 1.0,
     ) -> None:
-        try:
-            import redis
-            from redis.backoff import NoBackoff
-            from redis.retry import Retry
-        except ImportError:
-            raise ConfigurationError(
-                "Redis budgets need the `redis` package: pip install 'warden[fleet]'"
-            ) from None
+        # One immediate retry on a fresh connection: a pooled one may have died idle.
+        self._client: redis.Redis = connect(url, timeout, 1, "the Redis budget store")
+        import redis  # installed: connect() said so otherwise
+
         self.path = redact(url)
         self.namespace = namespace
         self._budgets = [
@@ -137,18 +133,6 @@ class RedisBudgets:
         self._for = ByTool(self._budgets, _Budget.applies)
         self._clock = clock
         self._errors: tuple[type[Exception], ...] = (redis.RedisError, OSError)
-        try:
-            # One immediate retry on a fresh connection: a pooled one may have died idle.
-            self._client: redis.Redis = redis.Redis.from_url(
-                url,
-                decode_responses=True,
-                socket_timeout=timeout,
-                socket_connect_timeout=timeout,
-                socket_keepalive=True,
-                retry=Retry(NoBackoff(), 1, (redis.ConnectionError,)),
-            )
-        except ValueError as exc:
-            raise ConfigurationError(f"the Redis URL `{self.path}` is wrong: {exc}") from None
         self._cas = self._client.register_script(_CAS)
         self._report = self._client.register_script(_REPORT)
         self._lock = threading.Lock()  # only for close

@@ -31,23 +31,20 @@ import os
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from warden.errors import ConfigurationError, RuntimeStateError
-from warden.store.runtime import redact
+from warden.errors import RuntimeStateError
+from warden.store._redis import Link, connect, follow, redact, shut
 
 if TYPE_CHECKING:
     import redis
-    from redis.client import PubSub
 
     from warden.governor import Governor
 
 __all__ = ["PolicyFollower", "PublishedPolicy", "publish_policy", "read_published"]
 
 log = logging.getLogger(__name__)
-
-_POLL: Final = 0.1  # seconds the subscriber waits for a message before it looks around
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,28 +55,6 @@ class PublishedPolicy:
     hash: str
     by: str
     at: float
-
-
-def _client(url: str, timeout: float, retries: int) -> redis.Redis:
-    try:
-        import redis
-        from redis.backoff import NoBackoff
-        from redis.retry import Retry
-    except ImportError:
-        raise ConfigurationError(
-            "policy publishing needs the `redis` package: pip install 'warden[fleet]'"
-        ) from None
-    try:
-        return redis.Redis.from_url(
-            url,
-            decode_responses=True,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            socket_keepalive=True,
-            retry=Retry(NoBackoff(), retries, (redis.ConnectionError,)),
-        )
-    except ValueError as exc:
-        raise ConfigurationError(f"the Redis URL `{redact(url)}` is wrong: {exc}") from None
 
 
 def publish_policy(
@@ -96,9 +71,9 @@ def publish_policy(
 
     RuntimeStateError, one line, when Redis does not answer.
     """
+    client = connect(url, timeout, 1, "policy publishing")  # before redis is imported
     import redis
 
-    client = _client(url, timeout, 1)
     try:
         pipe = client.pipeline(transaction=True)
         pipe.hset(
@@ -136,19 +111,6 @@ def read_published(client: redis.Redis, namespace: str) -> PublishedPolicy | Non
     return PublishedPolicy(data, raw.get("hash", ""), raw.get("by", ""), at)
 
 
-@dataclass(slots=True)
-class _Link:
-    client: redis.Redis
-    subscriber: redis.Redis
-    channel: str
-    timeout: float
-    heartbeat: float
-    reconnect: tuple[float, float]
-    stop: threading.Event = field(default_factory=threading.Event)
-    settled: threading.Event = field(default_factory=threading.Event)
-    thread: threading.Thread | None = None
-
-
 class PolicyFollower:
     """Keeps ``gov`` on the policy published in Redis under ``namespace`` (docs/fleet.md).
 
@@ -175,17 +137,18 @@ class PolicyFollower:
         self.connected = False
         self._failed: str | None = None  # digest of the bytes that last failed to load
         self._apply_lock = threading.Lock()
-        self._link = _Link(
-            _client(url, timeout, 1),
-            _client(url, timeout, 0),
+        self._link = Link(
+            connect(url, timeout, 1, "following published policies"),
+            connect(url, timeout, 0, "following published policies"),
             f"{namespace}:policy:events",
             timeout,
             heartbeat,
             reconnect,
         )
         self._link.thread = threading.Thread(
-            target=self._run, name="warden-policy-follower", daemon=True
-        )
+            target=follow, args=(lambda: self, self._link), name="warden-policy-follower",
+            daemon=True,
+        )  # fmt: skip
         self._link.thread.start()
         self._link.settled.wait(3 * timeout + 1.0)
 
@@ -246,68 +209,23 @@ class PolicyFollower:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
 
-    # --- the subscription ----------------------------------------------------------------
+    # --- the followed channel (warden.store._redis.follow) -----------------------------------
 
-    def _run(self) -> None:
-        import redis
+    def _link_up(self) -> None:
+        self.connected = True
+        self.sync()  # catch up on what was published while not subscribed
 
-        link = self._link
-        first, cap = link.reconnect
-        delay = first
-        while not link.stop.is_set():
-            pubsub = link.subscriber.pubsub()  # type: ignore[no-untyped-call]  # redis-py leaves it bare
-            try:
-                pubsub.subscribe(link.channel)
-                _await_subscription(pubsub, link)
-                self.connected = True
-                self.sync()  # catch up on what was published while not subscribed
-                link.settled.set()
-                delay = first
-                self._follow(pubsub)
-            except (redis.RedisError, RuntimeStateError, OSError) as exc:
-                if self.connected:
-                    log.warning("policy subscription lost (%s): %s", self.path, exc)
-                self.connected = False
-            finally:
-                link.settled.set()
-                with contextlib.suppress(redis.RedisError, OSError):
-                    pubsub.close()
-            link.stop.wait(delay)
-            delay = min(delay * 2, cap)
+    def _link_events(self, data: list[object]) -> None:
+        self.sync()  # a burst of events: one read for all of them
 
-    def _follow(self, pubsub: PubSub) -> None:
-        import redis
-
-        link = self._link
-        heard = time.monotonic()
-        pinged: float | None = None
-        while not link.stop.is_set():
-            message = pubsub.get_message(timeout=_POLL)
-            now = time.monotonic()
-            if message is None:
-                if pinged is not None and now - pinged > link.heartbeat:
-                    raise redis.ConnectionError("no answer to PING")
-                if pinged is None and now - heard > link.heartbeat:
-                    pubsub.ping("warden")
-                    pinged = now
-                continue
-            heard, pinged = now, None
-            if message.get("type") != "message":
-                continue
-            for _ in range(1000):  # a burst of events: one read for all of them
-                more = pubsub.get_message(timeout=0)
-                if more is None:
-                    break
-            self.sync()
+    def _link_down(self, exc: BaseException) -> None:
+        if self.connected:
+            log.warning("policy subscription lost (%s): %s", self.path, exc)
+        self.connected = False
 
     def close(self) -> None:
         """Stop following (the Governor keeps the policy it has)."""
-        link = self._link
-        link.stop.set()
-        if link.thread is not None and link.thread is not threading.current_thread():
-            link.thread.join(link.timeout + 1.0)
-        link.client.close()
-        link.subscriber.close()
+        shut(self._link)
 
     def __enter__(self) -> PolicyFollower:
         return self
@@ -317,14 +235,3 @@ class PolicyFollower:
 
     def __repr__(self) -> str:
         return f"PolicyFollower({self.path!r}, {self.namespace!r})"
-
-
-def _await_subscription(pubsub: PubSub, link: _Link) -> None:
-    import redis
-
-    deadline = time.monotonic() + link.timeout
-    while time.monotonic() < deadline:
-        message = pubsub.get_message(timeout=max(0.0, deadline - time.monotonic()))
-        if message is not None and message.get("type") == "subscribe":
-            return
-    raise redis.TimeoutError("no answer to SUBSCRIBE")

@@ -64,20 +64,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol, Self
-from urllib.parse import urlsplit
 
-from warden.errors import ConfigurationError, RuntimeStateError
+from warden.errors import RuntimeStateError
 from warden.runtime.state import Kill, RingCeiling, RuntimeState, _text
 from warden.store._config import FleetConfig
+from warden.store._redis import Link, connect, follow, redact, shut
 
 if TYPE_CHECKING:
-    import redis
-    from redis.client import PubSub
+    pass
 
 __all__ = ["RedisRuntimeState", "RuntimeStore", "open_runtime_store"]
 
 _SCOPES: Final = ("agent", "session", "all")
-_POLL: Final = 0.1  # seconds the subscriber waits for a message before it looks around
 
 
 class RuntimeStore(Protocol):
@@ -137,21 +135,6 @@ def open_runtime_store(
     return RedisRuntimeState(config.redis_url, config.namespace, clock=clock)
 
 
-def redact(url: str) -> str:
-    """``url`` without its password, query or fragment (they may hold credentials)."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = parts.port
-    except ValueError:
-        return f"{url.partition(':')[0]}://(unparsable)"
-    if ":" in host:
-        host = f"[{host}]"
-    user = f"{parts.username}@" if parts.username else ""
-    netloc = f"{user}{host}" + (f":{port}" if port is not None else "")
-    return f"{parts.scheme}://{netloc}{parts.path}"
-
-
 @dataclass(frozen=True, slots=True)
 class _Snapshot:
     """The state as of ``version`` of ``N:version``; never mutated, replaced whole."""
@@ -188,21 +171,6 @@ class _Snapshot:
         return _Snapshot(version, self.agents, self.sessions, self.all, ceilings)
 
 
-@dataclass(slots=True)
-class _Link:
-    """What the subscriber thread shares with its store; it holds the store only weakly."""
-
-    client: redis.Redis
-    subscriber: redis.Redis
-    channel: str
-    timeout: float
-    heartbeat: float
-    reconnect: tuple[float, float]
-    stop: threading.Event = field(default_factory=threading.Event)
-    settled: threading.Event = field(default_factory=threading.Event)
-    thread: threading.Thread | None = None
-
-
 class RedisRuntimeState:
     """The kill switch and ring ceilings of a fleet, in Redis (docs/fleet.md). Thread-safe.
 
@@ -222,14 +190,6 @@ class RedisRuntimeState:
         timeout: float = 1.0,
         heartbeat: float = 1.0,
     ) -> None:
-        try:
-            import redis
-            from redis.backoff import NoBackoff
-            from redis.retry import Retry
-        except ImportError:
-            raise ConfigurationError(
-                "the Redis runtime store needs the `redis` package: pip install 'warden[fleet]'"
-            ) from None
         self.path = redact(url)
         self.namespace = namespace
         self._clock = clock
@@ -243,32 +203,25 @@ class RedisRuntimeState:
         self._closed = False
         self._outage: Kill | None = self._unreachable()
 
-        def client(retries: int) -> redis.Redis:
-            return redis.Redis.from_url(
-                url,
-                decode_responses=True,
-                socket_timeout=timeout,
-                socket_connect_timeout=timeout,
-                socket_keepalive=True,
-                retry=Retry(NoBackoff(), retries, (redis.ConnectionError,)),
-            )
-
-        try:
-            # Commands retry once at once: a pooled connection may have died while idle.
-            # The subscriber never retries inside redis-py: a lost subscription must show.
-            self._link = _Link(
-                client(1), client(0), f"{namespace}:events", timeout, heartbeat, reconnect
-            )
-        except ValueError as exc:
-            raise ConfigurationError(f"the Redis URL `{self.path}` is wrong: {exc}") from None
+        # Commands retry once at once: a pooled connection may have died while idle. The
+        # subscriber never retries inside redis-py: a lost subscription must show.
+        what = "the Redis runtime store"
+        self._link = Link(
+            connect(url, timeout, 1, what),
+            connect(url, timeout, 0, what),
+            f"{namespace}:events",
+            timeout,
+            heartbeat,
+            reconnect,
+        )
         thread = threading.Thread(
-            target=_subscribe,
+            target=follow,
             args=(weakref.ref(self), self._link),
             name="warden-runtime-redis",
             daemon=True,
         )
         self._link.thread = thread
-        self._finalizer = weakref.finalize(self, _shut, self._link)  # on close, or when collected
+        self._finalizer = weakref.finalize(self, shut, self._link)  # on close, or when collected
         thread.start()
         self._link.settled.wait(3 * timeout + 1.0)
 
@@ -474,17 +427,19 @@ class RedisRuntimeState:
         reason = f"runtime store unreachable ({self.path}): denying"
         return Kill("all", "", reason, "warden", self._clock())
 
-    def _lost(self) -> None:
+    # --- the followed channel (warden.store._redis.follow) -----------------------------------
+
+    def _link_down(self, exc: BaseException) -> None:
         if self._outage is None:
             self._outage = self._unreachable()
 
-    def _subscribed(self) -> None:
+    def _link_up(self) -> None:
         """The subscription is up again: reload everything, then stop denying."""
         self._reload()
         self._outage = None
 
-    def _on_event(self, version: int) -> None:
-        if version > self._snap.version:
+    def _link_events(self, data: list[object]) -> None:
+        if max(_event_version(d) for d in data) > self._snap.version:
             self._reload()
 
     def _check_open(self) -> None:
@@ -506,90 +461,6 @@ class RedisRuntimeState:
 
     def __repr__(self) -> str:
         return f"RedisRuntimeState({self.path!r}, {self.namespace!r})"
-
-
-def _subscribe(ref: weakref.ref[RedisRuntimeState], link: _Link) -> None:
-    """The subscriber thread: subscribe, reload, follow events; on any loss, deny and retry."""
-    import redis
-
-    first, cap = link.reconnect
-    delay = first
-    while not link.stop.is_set():
-        pubsub = link.subscriber.pubsub()  # type: ignore[no-untyped-call]  # redis-py leaves it bare
-        try:
-            pubsub.subscribe(link.channel)
-            _await_subscription(pubsub, link)
-            state = ref()
-            if state is None:
-                return
-            state._subscribed()
-            del state
-            link.settled.set()
-            delay = first
-            _follow(ref, link, pubsub)
-        except (redis.RedisError, RuntimeStateError, OSError):
-            state = ref()
-            if state is not None:
-                state._lost()
-            del state
-        finally:
-            link.settled.set()
-            with contextlib.suppress(redis.RedisError, OSError):
-                pubsub.close()
-        link.stop.wait(delay)
-        delay = min(delay * 2, cap)
-
-
-def _await_subscription(pubsub: PubSub, link: _Link) -> None:
-    import redis
-
-    deadline = time.monotonic() + link.timeout
-    while time.monotonic() < deadline:
-        message = pubsub.get_message(timeout=max(0.0, deadline - time.monotonic()))
-        if message is not None and message.get("type") == "subscribe":
-            return
-    raise redis.TimeoutError("no answer to SUBSCRIBE")
-
-
-def _follow(ref: weakref.ref[RedisRuntimeState], link: _Link, pubsub: PubSub) -> None:
-    """Reload on every event until stopped; raises when the subscription is lost."""
-    import redis
-
-    heard = time.monotonic()
-    pinged: float | None = None
-    while not link.stop.is_set():
-        message = pubsub.get_message(timeout=_POLL)
-        now = time.monotonic()
-        if message is None:
-            if pinged is not None and now - pinged > link.heartbeat:
-                raise redis.ConnectionError("no answer to PING")
-            if pinged is None and now - heard > link.heartbeat:
-                pubsub.ping("warden")
-                pinged = now
-            continue
-        heard, pinged = now, None  # any answer shows the link is alive
-        if message.get("type") != "message":
-            continue
-        version = _event_version(message.get("data"))
-        for _ in range(1000):  # a burst of events: one reload for all of them
-            more = pubsub.get_message(timeout=0)
-            if more is None:
-                break
-            if more.get("type") == "message":
-                version = max(version, _event_version(more.get("data")))
-        state = ref()
-        if state is None:
-            return
-        state._on_event(version)
-        del state
-
-
-def _shut(link: _Link) -> None:
-    link.stop.set()
-    if link.thread is not None and link.thread is not threading.current_thread():
-        link.thread.join(link.timeout + 1.0)
-    link.client.close()
-    link.subscriber.close()
 
 
 def _event_version(data: object) -> int:
