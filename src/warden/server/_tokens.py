@@ -147,6 +147,18 @@ def open_token_store(
     return TokenStore.for_home(home)
 
 
+def mint(subject: str, scopes: str | Iterable[str], by: str, now: float) -> tuple[str, str, Token]:
+    """A new token for ``subject``: its text (shown once, never stored), its hash and record."""
+    if not isinstance(subject, str) or not _SUBJECT.fullmatch(subject) or not subject.strip():
+        raise ConfigurationError(
+            "a token's subject must be 1-256 characters without control characters"
+        )
+    granted = parse_scopes(scopes)
+    text = PREFIX + base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")
+    digest = token_hash(text)
+    return text, digest, Token(digest[:_ID_CHARS], subject, granted, now, by, None)
+
+
 class TokenStore(Closing):
     """The tokens of one warden home (``tokens.db``). Thread-safe."""
 
@@ -173,20 +185,20 @@ class TokenStore(Closing):
 
     def new(self, subject: str, scopes: str | Iterable[str], *, by: str) -> tuple[str, Token]:
         """Make a token for ``subject``; return its text (shown once, never stored) and record."""
-        if not isinstance(subject, str) or not _SUBJECT.fullmatch(subject) or not subject.strip():
-            raise ConfigurationError(
-                "a token's subject must be 1-256 characters without control characters"
-            )
-        granted = parse_scopes(scopes)
-        text = PREFIX + base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")
-        digest = token_hash(text)
-        token = Token(digest[:_ID_CHARS], subject, granted, self._clock(), by, None)
+        text, digest, token = mint(subject, scopes, by, self._clock())
         try:
             with write_transaction(self._db, self._lock) as db:
                 db.execute(
                     "INSERT INTO tokens (id, hash, subject, scopes, created_at, created_by) "
                     "VALUES (?, ?, ?, ?, ?, ?)",
-                    (token.id, digest, subject, ",".join(sorted(granted)), token.created_at, by),
+                    (
+                        token.id,
+                        digest,
+                        subject,
+                        ",".join(sorted(token.scopes)),
+                        token.created_at,
+                        by,
+                    ),
                 )
                 self._version = -1  # our own commits do not change our data_version
         except sqlite3.Error as exc:

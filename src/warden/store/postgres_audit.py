@@ -44,7 +44,6 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 import rfc8785
@@ -61,6 +60,7 @@ from warden.audit._merkle import (
 from warden.audit._store import Batch
 from warden.errors import AuditError, ConfigurationError
 from warden.store._config import _NAMESPACE
+from warden.store._pg import _psycopg, lock_key, one_line, redacted
 
 if TYPE_CHECKING:
     from psycopg import sql
@@ -110,35 +110,8 @@ _decode_spooled = msgspec.json.Decoder(list[dict[str, Any]]).decode
 
 
 def advisory_key(namespace: str) -> int:
-    """The namespace's advisory lock key: the first 8 bytes of a SHA-256, as a signed bigint."""
-    digest = hashlib.sha256(f"warden.audit/{namespace}".encode()).digest()
-    return int.from_bytes(digest[:8], "big", signed=True)
-
-
-def _psycopg() -> Any:
-    try:
-        import psycopg
-    except ImportError:
-        raise ConfigurationError(
-            "WARDEN_DATABASE_URL is set but psycopg is not installed (pip install 'warden[fleet]')"
-        ) from None
-    return psycopg
-
-
-def _redacted(url: str) -> str:
-    """``url`` without its password, for messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = (f"{parts.username}@" if parts.username else "") + host
-    if parts.port is not None:
-        netloc += f":{parts.port}"
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
+    """The namespace's advisory lock key (``lock_key("warden.audit", namespace)``)."""
+    return lock_key("warden.audit", namespace)
 
 
 class _Unreachable(Exception):
@@ -179,7 +152,7 @@ class PostgresAuditStore:
         self.spool_path = self.path.with_name(self.path.stem + "-spool.db")
         self.url = url
         self.namespace = namespace
-        self.name = f"{_redacted(url)} (namespace {namespace})"
+        self.name = f"{redacted(url)} (namespace {namespace})"
         self.readonly = readonly
         self.retry_interval = retry_interval
         self.retry_max = retry_max
@@ -227,7 +200,7 @@ class PostgresAuditStore:
             given = self._pg.conninfo.conninfo_to_dict(url)
         except self._pg.Error as exc:
             raise ConfigurationError(
-                f"{self.name}: not a PostgreSQL URL ({_one_line(exc)})"
+                f"{self.name}: not a PostgreSQL URL ({one_line(exc)})"
             ) from None
         return {k: v for k, v in _CONNECT_DEFAULTS.items() if k not in given}
 
@@ -276,7 +249,7 @@ class PostgresAuditStore:
             try:
                 return fn(snap)
             except self._pg.Error as exc:
-                raise AuditError(f"{self.name}: {_one_line(exc)}") from None
+                raise AuditError(f"{self.name}: {one_line(exc)}") from None
         with self._read_lock:
             for attempt in (0, 1):
                 fresh = "read" not in self._conns
@@ -287,7 +260,7 @@ class PostgresAuditStore:
                         self._drop("read")
                         if attempt == 0 and not fresh:
                             continue  # an idle connection the server dropped: try a new one
-                    raise AuditError(f"{self.name}: {_one_line(exc)}") from None
+                    raise AuditError(f"{self.name}: {one_line(exc)}") from None
         raise AssertionError("unreachable")  # pragma: no cover
 
     @contextlib.contextmanager
@@ -305,7 +278,7 @@ class PostgresAuditStore:
             conn = self._pg.connect(self.url, autocommit=True, **self._options)
             conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         except self._pg.Error as exc:
-            raise AuditError(f"{self.name}: {_one_line(exc)}") from None
+            raise AuditError(f"{self.name}: {one_line(exc)}") from None
         self._local.conn = conn
         try:
             yield
@@ -323,7 +296,7 @@ class PostgresAuditStore:
             except self._pg.Error as exc:
                 if self._transient(exc, "write"):
                     self._drop("write")
-                raise AuditError(f"{self.name}: {_one_line(exc)}") from None
+                raise AuditError(f"{self.name}: {one_line(exc)}") from None
 
     def _q(self, text: str) -> sql.Composed:
         """``text`` with ``{records}``, ``{nodes}``, ... replaced by the namespace's tables."""
@@ -413,7 +386,7 @@ class PostgresAuditStore:
                 raise AuditError(f"{self.name}: the audit store is closed")
             if self._ship_error is not None:
                 raise AuditError(
-                    f"{self.name}: the spool cannot be shipped: {_one_line(self._ship_error)}"
+                    f"{self.name}: the spool cannot be shipped: {one_line(self._ship_error)}"
                 )
             uid = secrets.token_hex(16)
             if not self._spooling:
@@ -450,8 +423,8 @@ class PostgresAuditStore:
             self._frontier = None
             if self._transient(exc, slot):
                 self._drop(slot)
-                raise _Unreachable(_one_line(exc)) from None
-            raise AuditError(f"{self.name}: {_one_line(exc)}") from None
+                raise _Unreachable(one_line(exc)) from None
+            raise AuditError(f"{self.name}: {one_line(exc)}") from None
         except BaseException:
             self._frontier = None
             raise
@@ -552,7 +525,7 @@ class PostgresAuditStore:
         except (sqlite3.Error, OSError) as exc:
             raise AuditError(
                 f"{self.spool_path}: PostgreSQL is unreachable and the spool cannot be "
-                f"written ({_one_line(exc)})"
+                f"written ({one_line(exc)})"
             ) from None
 
     def _spool_oldest(self) -> tuple[int, str, bytes] | None:

@@ -15,11 +15,9 @@ process updates its own snapshot at once.
 
 from __future__ import annotations
 
-import base64
 import hmac
 import logging
 import re
-import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -29,12 +27,10 @@ from warden._closing import Closing
 from warden.errors import ConfigurationError
 from warden.server._tokens import (
     _ID_CHARS,
-    _SUBJECT,
     _TOKEN,
-    PREFIX,
     Token,
     _token,
-    parse_scopes,
+    mint,
     token_hash,
 )
 from warden.store._pg import Database, StoreUnavailable
@@ -84,14 +80,7 @@ class PostgresTokenStore(Closing):
 
     def new(self, subject: str, scopes: str | Iterable[str], *, by: str) -> tuple[str, Token]:
         """Make a token for ``subject``; return its text (shown once, never stored) and record."""
-        if not isinstance(subject, str) or not _SUBJECT.fullmatch(subject) or not subject.strip():
-            raise ConfigurationError(
-                "a token's subject must be 1-256 characters without control characters"
-            )
-        granted = parse_scopes(scopes)
-        text = PREFIX + base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")
-        digest = token_hash(text)
-        token = Token(digest[:_ID_CHARS], subject, granted, self._clock(), by, None)
+        text, digest, token = mint(subject, scopes, by, self._clock())
         try:
             self._db.run(
                 lambda c: c.execute(
@@ -99,7 +88,14 @@ class PostgresTokenStore(Closing):
                         "INSERT INTO {tokens} (id, hash, subject, scopes, created_at, created_by) "
                         "VALUES (%s, %s, %s, %s, %s, %s)"
                     ),
-                    (token.id, digest, subject, ",".join(sorted(granted)), token.created_at, by),
+                    (
+                        token.id,
+                        digest,
+                        subject,
+                        ",".join(sorted(token.scopes)),
+                        token.created_at,
+                        by,
+                    ),
                 )
             )
         except StoreUnavailable as exc:
